@@ -323,7 +323,7 @@ mod tests {
         assert_eq!(Usd::of(eth, 18, Price(2000.0)), Usd::from_dollars(3000));
         let usdt = Amount::parse_decimal("0.000001", 6).unwrap();
         assert_eq!(Usd::of(usdt, 6, Price(1.0)), Usd(1));
-        assert_eq!(Usd::of(Amount::MAX, 18, Price(1e12)).0 > 0, true);
+        assert!(Usd::of(Amount::MAX, 18, Price(1e12)).0 > 0);
         assert_eq!(Usd::of(eth, 18, Price(f64::NAN)), Usd::ZERO);
         assert_eq!(Usd::from_dollars(1234).to_string(), "$1234.00");
     }

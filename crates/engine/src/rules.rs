@@ -1,0 +1,122 @@
+//! Per-rule state: the windows each rule keeps and the small structures
+//! behind `new_destination` and `correlation`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use drainguard_model::{Address, Chain, Timestamp};
+
+use crate::{
+    state::WindowKey,
+    window::{Seq, SlidingWindow},
+};
+
+/// The state one rule keeps between events.
+#[derive(Debug)]
+pub(crate) enum RuleState {
+    /// Rules that judge each transaction alone.
+    Stateless,
+    /// `outflow_window` and `velocity`: a window per scope key, and the keys
+    /// whose limit is crossed right now (one finding per crossing).
+    Windows {
+        windows: HashMap<WindowKey, SlidingWindow>,
+        fired: HashSet<WindowKey>,
+    },
+    /// `new_destination`: the recent payments to each fresh destination.
+    Destinations {
+        windows: HashMap<Address, DestWindow>,
+        fired: HashSet<Address>,
+    },
+    /// `correlation`: recent qualifying findings.
+    Correlation {
+        recent: VecDeque<Correlated>,
+        fired: bool,
+    },
+}
+
+/// A qualifying finding seen by a correlation rule: when, on which chain,
+/// from which wallet.
+pub(crate) type Correlated = (Timestamp, Option<Chain>, Option<(Chain, Address)>);
+
+/// One payment to a destination.
+#[derive(Debug, Clone)]
+pub(crate) struct Payment {
+    pub(crate) t: Timestamp,
+    pub(crate) source: (Chain, Address),
+    pub(crate) share_bps: u32,
+    live: bool,
+}
+
+/// The recent payments to one destination, removable by sequence number.
+#[derive(Debug, Default)]
+pub(crate) struct DestWindow {
+    entries: VecDeque<Payment>,
+    base: Seq,
+}
+
+/// What a destination received within the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DestSummary {
+    pub(crate) sources: u32,
+    pub(crate) payments: u32,
+    pub(crate) total_share_bps: u64,
+}
+
+impl DestWindow {
+    fn expire(&mut self, now: Timestamp, length: Duration) {
+        let cutoff = now.minus(length);
+        while self.entries.front().is_some_and(|p| p.t <= cutoff) {
+            self.entries.pop_front();
+            self.base += 1;
+        }
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        t: Timestamp,
+        source: (Chain, Address),
+        share_bps: u32,
+        length: Duration,
+    ) -> Seq {
+        self.expire(t, length);
+        self.entries.push_back(Payment {
+            t,
+            source,
+            share_bps,
+            live: true,
+        });
+        self.base + self.entries.len() as u64 - 1
+    }
+
+    pub(crate) fn remove(&mut self, seq: Seq) {
+        if let Some(idx) = seq
+            .checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+            && let Some(p) = self.entries.get_mut(idx)
+        {
+            p.live = false;
+        }
+    }
+
+    pub(crate) fn summary(&mut self, now: Timestamp, length: Duration) -> DestSummary {
+        self.expire(now, length);
+        let mut sources: Vec<&(Chain, Address)> = Vec::new();
+        let (mut payments, mut total) = (0u32, 0u64);
+        for p in self.entries.iter().filter(|p| p.live) {
+            payments += 1;
+            total += u64::from(p.share_bps);
+            if !sources.contains(&&p.source) {
+                sources.push(&p.source);
+            }
+        }
+        DestSummary {
+            sources: sources.len() as u32,
+            payments,
+            total_share_bps: total,
+        }
+    }
+
+    pub(crate) fn last_t(&self) -> Option<Timestamp> {
+        self.entries.back().map(|p| p.t)
+    }
+}
