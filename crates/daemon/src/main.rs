@@ -1,1 +1,83 @@
-fn main() {}
+//! `drainguard`: stops exchange hot-wallet drains while they happen.
+//!
+//! One binary: `run` is the whole pipeline on one machine (the simulator
+//! as chain source, the in-process bus, the engine, the embedded store and
+//! the responders, with `/metrics` and `/healthz`); `replay` runs a
+//! scenario file through the engine in virtual time; `sim` writes a
+//! generated scenario; `check-config` validates configuration and rules.
+
+mod api;
+mod commands;
+mod config;
+mod metrics;
+mod run;
+mod sources;
+mod tasks;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "drainguard",
+    version,
+    about = "Stops exchange hot-wallet drains while they happen"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: watchers, engine, store, responders and HTTP.
+    Run {
+        /// The daemon configuration.
+        #[arg(long, short, default_value = "config/drainguard.toml")]
+        config: PathBuf,
+    },
+    /// Replay a scenario file through the engine in virtual time.
+    Replay(commands::replay::Args),
+    /// Write a generated scenario (JSON Lines).
+    Sim(commands::sim::Args),
+    /// Validate the daemon configuration and its rules; exit 1 on errors.
+    CheckConfig(commands::check::Args),
+}
+
+fn init_logging() {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter =
+        EnvFilter::try_from_env("DRAINGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("DRAINGUARD_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Run { config } => run::run(&config),
+        Command::Replay(args) => commands::replay::run(&args),
+        Command::Sim(args) => commands::sim::run(&args),
+        Command::CheckConfig(args) => commands::check::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(message = "drainguard failed", error = format!("{e:#}"));
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

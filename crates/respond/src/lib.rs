@@ -1,1 +1,63 @@
-//! placeholder
+//! Responders: what happens once a finding or a freeze is durable.
+//!
+//! The caller writes findings and freezes to the store first; responders
+//! act only on what is already durable, so a crash between the two never
+//! loses a freeze (it is re-driven from the store). This crate holds the
+//! log responder, which every deployment runs: one structured line per
+//! finding and per freeze, with the figures and evidence an operator needs
+//! and nothing secret.
+
+use drainguard_model::{Finding, Freeze, Severity};
+
+/// Writes findings and freezes to the log as structured events.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogResponder;
+
+impl LogResponder {
+    /// Logs a finding at a level that follows its severity.
+    pub fn on_finding(&self, f: &Finding) {
+        let evidence = f
+            .evidence
+            .first()
+            .map(|e| format!("{}:{}:{}", e.chain, e.tx_hash, e.index))
+            .unwrap_or_default();
+        match f.severity {
+            Severity::Critical => tracing::warn!(
+                message = "finding",
+                rule = %f.rule,
+                severity = f.severity.as_str(),
+                scope = %f.scope,
+                shadow = f.shadow,
+                %evidence,
+                summary = %f.summary,
+            ),
+            Severity::Warning | Severity::Info => tracing::info!(
+                message = "finding",
+                rule = %f.rule,
+                severity = f.severity.as_str(),
+                scope = %f.scope,
+                shadow = f.shadow,
+                %evidence,
+                summary = %f.summary,
+            ),
+        }
+    }
+
+    /// Logs a freeze that is already durable in the store.
+    pub fn on_freeze(&self, f: &Freeze) {
+        let txs: Vec<String> = f
+            .findings
+            .iter()
+            .flat_map(|x| x.evidence.iter())
+            .map(|e| format!("{}:{}", e.chain, e.tx_hash))
+            .collect();
+        tracing::error!(
+            message = "FREEZE raised: suspend withdrawals in scope",
+            freeze_id = %f.id,
+            scope = %f.scope,
+            rule = %f.rule,
+            evidence = %txs.join(","),
+            reason = %f.reason,
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! The daemon configuration: parsed with `deny_unknown_fields`, validated
+//! once into [`Config`], collecting every error with its field. No
+//! environment tricks in here: secrets come from the environment where
+//! they are used, never from this file.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context;
+use drainguard_engine::RuleSet;
+use drainguard_sim::{PRESETS, SimConfig, preset};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    api: RawApi,
+    store: RawStore,
+    #[serde(default)]
+    rules: RawRules,
+    #[serde(default)]
+    bus: RawBus,
+    #[serde(default)]
+    source: RawSources,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBus {
+    capacity: usize,
+}
+
+impl Default for RawBus {
+    fn default() -> Self {
+        RawBus { capacity: 10_000 }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSources {
+    sim: Option<RawSim>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSim {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "default_preset")]
+    preset: String,
+    #[serde(default = "one")]
+    seed: u64,
+    incident_at: Option<String>,
+    #[serde(default = "one_f")]
+    speed: f64,
+    #[serde(default = "one_f")]
+    volume: f64,
+    #[serde(default = "yes")]
+    intents: bool,
+    #[serde(default = "day")]
+    hours: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u64 {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn day() -> f64 {
+    24.0
+}
+fn default_preset() -> String {
+    "normal".to_string()
+}
+
+/// The simulator as chain source.
+#[derive(Debug, Clone)]
+pub(crate) struct SimSource {
+    /// What to generate (the start is set when the daemon starts).
+    pub(crate) sim: SimConfig,
+    /// Scenario seconds per wall-clock second.
+    pub(crate) speed: f64,
+}
+
+/// The checked configuration.
+#[derive(Debug)]
+pub(crate) struct Config {
+    /// Where the HTTP API listens.
+    pub(crate) listen: SocketAddr,
+    /// The SQLite store.
+    pub(crate) store_path: PathBuf,
+    /// The rules.
+    pub(crate) rules: RuleSet,
+    /// Where the rules came from.
+    pub(crate) rules_source: String,
+    /// Bus capacity in events.
+    pub(crate) bus_capacity: usize,
+    /// The simulator source, if enabled.
+    pub(crate) sim: Option<SimSource>,
+}
+
+/// Every error found in a configuration.
+#[derive(Debug)]
+pub(crate) struct LoadErrors(pub(crate) Vec<String>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} configuration error(s):", self.0.len())?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Reads and validates a rules file; files it refers to are relative to it.
+pub(crate) fn load_rules(path: &Path) -> Result<RuleSet, LoadErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let read = |rel: &str| std::fs::read_to_string(resolve(&dir, rel)).map_err(|e| e.to_string());
+    RuleSet::from_toml(&path.display().to_string(), &text, &read)
+        .map_err(|e| LoadErrors(e.0.iter().map(ToString::to_string).collect()))
+}
+
+/// `replay --config`: a rules file, or a daemon configuration whose
+/// `[rules] path` names one.
+pub(crate) fn load_rules_for_replay(path: &Path) -> anyhow::Result<RuleSet> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let is_daemon_config = text
+        .parse::<toml::Table>()
+        .is_ok_and(|t| t.contains_key("api") || t.contains_key("store"));
+    if is_daemon_config {
+        return load(path).map(|c| c.rules).map_err(anyhow::Error::new);
+    }
+    load_rules(path).map_err(anyhow::Error::new)
+}
+
+/// Reads and validates the daemon configuration and its rules.
+pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadErrors(vec![format!("{file}: cannot read: {e}")]))?;
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+        LoadErrors(vec![format!(
+            "{file}: {}",
+            e.to_string().trim().replace('\n', " ")
+        )])
+    })?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut errors = Vec::new();
+    let mut err = |field: &str, msg: String| errors.push(format!("{file}: field `{field}`: {msg}"));
+
+    let listen = raw.api.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
+        err(
+            "api.listen",
+            format!(
+                "{:?} is not an address like 127.0.0.1:9464: {e}",
+                raw.api.listen
+            ),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+    if raw.store.path.trim().is_empty() {
+        err("store.path", "must not be empty".to_string());
+    }
+    let store_path = resolve(&base, &raw.store.path);
+    if raw.bus.capacity == 0 || raw.bus.capacity > 10_000_000 {
+        err(
+            "bus.capacity",
+            format!("{} is not in 1..=10000000", raw.bus.capacity),
+        );
+    }
+    let sim = match raw.source.sim {
+        Some(s) if s.enabled => {
+            let mut cfg = preset(&s.preset, s.seed);
+            if cfg.is_none() {
+                err(
+                    "source.sim.preset",
+                    format!("{:?} is not one of {}", s.preset, PRESETS.join(", ")),
+                );
+            }
+            if !(s.speed.is_finite() && s.speed > 0.0 && s.speed <= 100_000.0) {
+                err(
+                    "source.sim.speed",
+                    format!("{} is not in (0, 100000]", s.speed),
+                );
+            }
+            if !(s.volume.is_finite() && s.volume > 0.0 && s.volume <= 1000.0) {
+                err(
+                    "source.sim.volume",
+                    format!("{} is not in (0, 1000]", s.volume),
+                );
+            }
+            if !(s.hours.is_finite() && s.hours > 0.0 && s.hours <= 744.0) {
+                err(
+                    "source.sim.hours",
+                    format!("{} is not in (0, 744]", s.hours),
+                );
+            }
+            let incident_at = match &s.incident_at {
+                None => None,
+                Some(v) => match humantime::parse_duration(v) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        err(
+                            "source.sim.incident_at",
+                            format!("{v:?} is not a duration like \"10m\": {e}"),
+                        );
+                        None
+                    }
+                },
+            };
+            if let Some(c) = cfg.as_mut() {
+                c.volume = s.volume;
+                c.intents = s.intents;
+                c.duration = Duration::from_secs_f64(s.hours.clamp(0.001, 744.0) * 3600.0);
+                if let Some(at) = incident_at {
+                    for (_, offset) in &mut c.incidents {
+                        *offset = at;
+                    }
+                }
+            }
+            cfg.map(|sim| SimSource {
+                sim,
+                speed: s.speed,
+            })
+        }
+        _ => None,
+    };
+    let (rules, rules_source) = match &raw.rules.path {
+        None => match RuleSet::builtin() {
+            Ok(r) => (Some(r), "the built-in rules".to_string()),
+            Err(e) => {
+                errors.extend(e.0.iter().map(ToString::to_string));
+                (None, String::new())
+            }
+        },
+        Some(p) => {
+            let rp = resolve(&base, p);
+            match load_rules(&rp) {
+                Ok(r) => (Some(r), rp.display().to_string()),
+                Err(e) => {
+                    errors.extend(e.0);
+                    (None, String::new())
+                }
+            }
+        }
+    };
+    match rules {
+        Some(rules) if errors.is_empty() => Ok(Config {
+            listen,
+            store_path,
+            rules,
+            rules_source,
+            bus_capacity: raw.bus.capacity,
+            sim,
+        }),
+        _ => Err(LoadErrors(errors)),
+    }
+}

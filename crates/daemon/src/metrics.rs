@@ -1,0 +1,150 @@
+//! The daemon's Prometheus metrics: names as constants, labels of low
+//! cardinality (chain, kind, stage, rule, severity, scope level, wallet
+//! name, asset; never a tx hash or an address).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Build info (always 1), labelled with the version.
+pub(crate) const BUILD_INFO: &str = "drainguard_build_info";
+/// Events processed by the engine, by chain, kind and stage.
+pub(crate) const EVENTS: &str = "drainguard_events_total";
+/// Findings by rule and severity.
+pub(crate) const FINDINGS: &str = "drainguard_findings_total";
+/// Freezes raised, by scope level.
+pub(crate) const FREEZES: &str = "drainguard_freezes_total";
+/// Freezes in force, by scope level.
+pub(crate) const FREEZES_ACTIVE: &str = "drainguard_freezes_active";
+/// Event entering the bus to finding, in seconds.
+pub(crate) const DETECTION_LATENCY: &str = "drainguard_detection_latency_seconds";
+/// Store commit duration.
+pub(crate) const STORE_COMMIT: &str = "drainguard_store_commit_seconds";
+/// Events waiting in the bus.
+pub(crate) const BUS_DEPTH: &str = "drainguard_bus_queue_depth";
+/// Bus capacity.
+pub(crate) const BUS_CAPACITY: &str = "drainguard_bus_queue_capacity";
+/// Latest head height per chain.
+pub(crate) const HEAD_BLOCK: &str = "drainguard_chain_head_block";
+/// Latest checkpoint per chain (fully processed and durable).
+pub(crate) const CHECKPOINT_BLOCK: &str = "drainguard_chain_checkpoint_block";
+/// Open withdrawal intents not yet matched.
+pub(crate) const OPEN_INTENTS: &str = "drainguard_intents_open";
+
+/// Every metric, registered once.
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) events: IntCounterVec,
+    pub(crate) findings: IntCounterVec,
+    pub(crate) freezes: IntCounterVec,
+    pub(crate) freezes_active: IntGaugeVec,
+    pub(crate) detection_latency: Histogram,
+    pub(crate) store_commit: Histogram,
+    pub(crate) bus_depth: IntGauge,
+    pub(crate) bus_capacity: IntGauge,
+    pub(crate) head_block: IntGaugeVec,
+    pub(crate) checkpoint_block: IntGaugeVec,
+    pub(crate) open_intents: IntGauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+impl Metrics {
+    pub(crate) fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let build = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "drainguard build information"),
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(build))?;
+        let m = Metrics {
+            events: IntCounterVec::new(
+                Opts::new(EVENTS, "Events processed by the engine"),
+                &["chain", "kind", "stage"],
+            )?,
+            findings: IntCounterVec::new(
+                Opts::new(FINDINGS, "Findings by rule and severity"),
+                &["rule", "severity"],
+            )?,
+            freezes: IntCounterVec::new(
+                Opts::new(FREEZES, "Withdrawal freezes raised, by scope level"),
+                &["scope"],
+            )?,
+            freezes_active: IntGaugeVec::new(
+                Opts::new(
+                    FREEZES_ACTIVE,
+                    "Withdrawal freezes in force, by scope level",
+                ),
+                &["scope"],
+            )?,
+            detection_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    DETECTION_LATENCY,
+                    "From an event entering the bus to its finding, in seconds",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            store_commit: Histogram::with_opts(
+                HistogramOpts::new(STORE_COMMIT, "Durable store commit duration, in seconds")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            bus_depth: IntGauge::new(BUS_DEPTH, "Events waiting in the bus")?,
+            bus_capacity: IntGauge::new(BUS_CAPACITY, "Capacity of the bus in events")?,
+            head_block: IntGaugeVec::new(
+                Opts::new(HEAD_BLOCK, "Latest head height seen per chain"),
+                &["chain"],
+            )?,
+            checkpoint_block: IntGaugeVec::new(
+                Opts::new(
+                    CHECKPOINT_BLOCK,
+                    "Latest block fully evaluated and durable, per chain",
+                ),
+                &["chain"],
+            )?,
+            open_intents: IntGauge::new(
+                OPEN_INTENTS,
+                "Withdrawal intents waiting for their outflow",
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.events.clone()))?;
+        m.registry.register(Box::new(m.findings.clone()))?;
+        m.registry.register(Box::new(m.freezes.clone()))?;
+        m.registry.register(Box::new(m.freezes_active.clone()))?;
+        m.registry.register(Box::new(m.detection_latency.clone()))?;
+        m.registry.register(Box::new(m.store_commit.clone()))?;
+        m.registry.register(Box::new(m.bus_depth.clone()))?;
+        m.registry.register(Box::new(m.bus_capacity.clone()))?;
+        m.registry.register(Box::new(m.head_block.clone()))?;
+        m.registry.register(Box::new(m.checkpoint_block.clone()))?;
+        m.registry.register(Box::new(m.open_intents.clone()))?;
+        // Series that exist from the start, so dashboards and alerts have
+        // data before the first finding.
+        for level in ["wallet", "asset", "chain", "global", "intent"] {
+            m.freezes.with_label_values(&[level]);
+            m.freezes_active.with_label_values(&[level]);
+        }
+        Ok(m)
+    }
+
+    /// Pre-creates the finding series of every rule, so a rule that never
+    /// fired shows 0 rather than no data.
+    pub(crate) fn declare_rules(&self, rules: &drainguard_engine::RuleSet) {
+        for r in &rules.rules {
+            self.findings
+                .with_label_values(&[r.id.as_str(), r.severity.as_str()]);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub(crate) fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}

@@ -1,0 +1,384 @@
+//! `drainguard run`: wires sources, bus, engine, store, responders and the
+//! HTTP API, and shuts them down in order on SIGTERM or SIGINT.
+//!
+//! Order of work for every event: evaluate, write findings, freezes and the
+//! completed checkpoint to the store in one transaction, then act. A crash
+//! at any point leaves either nothing or everything durable, and the
+//! checkpoint never passes work that is not.
+
+use std::{
+    path::Path,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, anyhow};
+use drainguard_bus::{BusReceiver, Envelope};
+use drainguard_engine::{Engine, Output};
+use drainguard_model::{EventKind, Freeze};
+use drainguard_respond::LogResponder;
+use drainguard_store::{Batch, Checkpoint, FreezeFilter, Store};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::{self, ApiState, Health},
+    config::{self, Config},
+    metrics::Metrics,
+    sources, tasks,
+};
+
+/// How long shutdown may take before the daemon exits anyway.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+
+pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = config::load(path)
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("drainguard")
+        .build()?;
+    rt.block_on(run_async(config))
+}
+
+async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
+    let metrics = Metrics::new().context("registering metrics")?;
+    metrics.declare_rules(&config.rules);
+    metrics
+        .bus_capacity
+        .set(i64::try_from(config.bus_capacity).unwrap_or(i64::MAX));
+    let health = Arc::new(Health::default());
+
+    if let Some(dir) = config
+        .store_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut store = Store::open(&config.store_path)
+        .with_context(|| format!("opening the store {}", config.store_path.display()))?;
+    health
+        .store_writable
+        .store(store.is_writable(), Ordering::SeqCst);
+    let mut engine = Engine::new(config.rules.clone());
+    let active = store
+        .freezes(FreezeFilter::Active)
+        .context("reading active freezes")?;
+    for f in active {
+        tracing::warn!(message = "freeze still in force from before the restart", freeze_id = %f.freeze.id, scope = %f.freeze.scope);
+        engine.restore_freeze(f.freeze);
+    }
+    update_freeze_gauges(&metrics, engine.active_freezes());
+    tracing::info!(
+        message = "drainguard starting",
+        version = env!("CARGO_PKG_VERSION"),
+        rules = config.rules.rules.len(),
+        rules_from = %config.rules_source,
+        store = %config.store_path.display(),
+        listen = %config.listen,
+    );
+
+    let shutdown = CancellationToken::new();
+    let (bus_tx, bus_rx) = drainguard_bus::bounded(config.bus_capacity);
+
+    // The simulator's chains start at genesis on every start.
+    let sim_records = match &config.sim {
+        Some(sim) => {
+            let records = sources::sim::prepare(sim).await?;
+            let chains: std::collections::BTreeSet<_> = records
+                .iter()
+                .filter_map(|r| {
+                    if let EventKind::Wallet(w) = &r.kind {
+                        Some(w.chain.clone())
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            for chain in chains {
+                if store.checkpoint(&chain)?.is_some() {
+                    store.rewind_checkpoint(
+                        &chain,
+                        &Checkpoint {
+                            block: 0,
+                            hash: String::new(),
+                        },
+                        "the simulator restarts its chains at genesis",
+                    )?;
+                }
+            }
+            Some(records)
+        }
+        None => None,
+    };
+
+    let engine_thread = {
+        let (metrics, health) = (metrics.clone(), health.clone());
+        tasks::spawn_thread("engine", move || {
+            health.engine_running.store(true, Ordering::SeqCst);
+            let result = engine_loop(engine, store, bus_rx, &metrics, &health);
+            health.engine_running.store(false, Ordering::SeqCst);
+            result
+        })
+        .context("spawning the engine")?
+    };
+
+    let mut sources = tokio::task::JoinSet::new();
+    match (sim_records, &config.sim) {
+        (Some(records), Some(sim)) => {
+            let started = Arc::new(AtomicBool::new(false));
+            let watch = started.clone();
+            let (bus, token, speed) = (bus_tx.clone(), shutdown.child_token(), sim.speed);
+            tasks::spawn(
+                &mut sources,
+                "source.sim",
+                sources::sim::play(records, speed, bus, started, token),
+            );
+            let h = health.clone();
+            tokio::spawn(async move {
+                while !watch.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                h.sources_started.store(true, Ordering::SeqCst);
+            });
+        }
+        _ => {
+            tracing::warn!(message = "no chain source is enabled: nothing will be watched");
+            health.sources_started.store(true, Ordering::SeqCst);
+        }
+    }
+    // The engine stops once every sender is gone; the sources hold theirs.
+    let depth_probe = bus_tx.clone();
+    drop(bus_tx);
+    let gauge = metrics.bus_depth.clone();
+    let probe_token = shutdown.child_token();
+    tokio::spawn(async move {
+        loop {
+            gauge.set(i64::try_from(depth_probe.depth()).unwrap_or(i64::MAX));
+            tokio::select! {
+                () = probe_token.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding api.listen {}", config.listen))?;
+    tracing::info!(message = "HTTP API listening", addr = %listener.local_addr()?);
+    let mut api = tokio::task::JoinSet::new();
+    {
+        let router = api::router(ApiState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+        });
+        let token = shutdown.clone();
+        tasks::spawn(&mut api, "api", async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+        });
+    }
+
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut failed = false;
+    tokio::select! {
+        _ = term.recv() => tracing::info!(message = "SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!(message = "SIGINT: shutting down"),
+        Some(done) = sources.join_next() => {
+            match done {
+                Ok(Ok(())) => tracing::info!(message = "source finished"),
+                Ok(Err(e)) => { failed = true; tracing::error!(message = "source failed", error = format!("{e:#}")) }
+                Err(e) => { failed = true; tracing::error!(message = "source panicked", error = %e) }
+            }
+        }
+    }
+    shutdown.cancel();
+    let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
+        while let Some(done) = sources.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::error!(
+                    message = "source failed during shutdown",
+                    error = format!("{e:#}")
+                );
+            }
+        }
+        let engine = engine_thread.await;
+        while api.join_next().await.is_some() {}
+        engine
+    })
+    .await;
+    match drained {
+        Err(_) => {
+            tracing::error!(
+                message = "shutdown deadline passed; exiting",
+                deadline_seconds = SHUTDOWN_DEADLINE.as_secs()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Err(e)) => Err(anyhow!(
+            "the engine panicked: {:?}",
+            e.downcast_ref::<String>()
+                .map(String::as_str)
+                .or(e.downcast_ref::<&str>().copied())
+        )),
+        Ok(Ok(Err(e))) => Err(e.context("the engine stopped")),
+        Ok(Ok(Ok(()))) => {
+            tracing::info!(message = "drainguard stopped cleanly");
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+fn update_freeze_gauges(metrics: &Metrics, freezes: &[Freeze]) {
+    for level in ["wallet", "asset", "chain", "global", "intent"] {
+        let n = freezes.iter().filter(|f| f.scope.level() == level).count();
+        metrics
+            .freezes_active
+            .with_label_values(&[level])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+/// Writes a batch, retrying while the database is busy. A permanent error
+/// stops the engine: nothing has been acted on and the checkpoint has not
+/// moved, so a restart redoes the work.
+fn commit(
+    store: &mut Store,
+    batch: &Batch,
+    metrics: &Metrics,
+    health: &Health,
+) -> anyhow::Result<drainguard_store::CommitOutcome> {
+    let mut delay = Duration::from_millis(10);
+    let started = Instant::now();
+    loop {
+        match store.commit(batch) {
+            Ok(outcome) => {
+                metrics
+                    .store_commit
+                    .observe(started.elapsed().as_secs_f64());
+                health.store_writable.store(true, Ordering::SeqCst);
+                return Ok(outcome);
+            }
+            Err(e) if e.is_retriable() && started.elapsed() < Duration::from_secs(60) => {
+                health.store_writable.store(false, Ordering::SeqCst);
+                tracing::warn!(message = "store busy; retrying", error = %e, retry_in_ms = delay.as_millis() as u64);
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                health.store_writable.store(false, Ordering::SeqCst);
+                return Err(
+                    anyhow::Error::new(e).context("writing findings and freezes to the store")
+                );
+            }
+        }
+    }
+}
+
+fn engine_loop(
+    mut engine: Engine,
+    mut store: Store,
+    mut bus: BusReceiver,
+    metrics: &Metrics,
+    health: &Health,
+) -> anyhow::Result<()> {
+    let responder = LogResponder;
+    let mut out = Vec::new();
+    while let Some(Envelope {
+        event,
+        sent_at,
+        completes,
+    }) = bus.blocking_recv()
+    {
+        engine.process(&event, &mut out);
+        let chain = event.kind.chain().map(|c| c.as_str()).unwrap_or("");
+        let stage = match &event.kind {
+            EventKind::Transfer(t) => t.stage.as_str(),
+            _ => "",
+        };
+        metrics
+            .events
+            .with_label_values(&[chain, event.kind.name(), stage])
+            .inc();
+        if let EventKind::Head(h) = &event.kind {
+            metrics
+                .head_block
+                .with_label_values(&[h.chain.as_str()])
+                .set(i64::try_from(h.block).unwrap_or(i64::MAX));
+        }
+        if out.is_empty() && completes.is_none() {
+            continue;
+        }
+        let mut batch = Batch::default();
+        for o in out.drain(..) {
+            match o {
+                Output::Finding(f) => {
+                    metrics
+                        .detection_latency
+                        .observe(sent_at.elapsed().as_secs_f64());
+                    metrics
+                        .findings
+                        .with_label_values(&[f.rule.as_str(), f.severity.as_str()])
+                        .inc();
+                    batch.findings.push(f);
+                }
+                Output::Freeze(f) => batch.freezes.push(f),
+            }
+        }
+        if let Some(p) = &completes {
+            batch.checkpoints.push((
+                p.chain.clone(),
+                Checkpoint {
+                    block: p.block,
+                    hash: p.hash.clone(),
+                },
+            ));
+        }
+        let outcome = commit(&mut store, &batch, metrics, health)?;
+        // Durable: now act.
+        for f in &batch.findings {
+            responder.on_finding(f);
+        }
+        for f in batch
+            .freezes
+            .iter()
+            .filter(|f| outcome.new_freezes.contains(&f.id))
+        {
+            metrics.freezes.with_label_values(&[f.scope.level()]).inc();
+            responder.on_freeze(f);
+        }
+        for f in batch
+            .freezes
+            .iter()
+            .filter(|f| !outcome.new_freezes.contains(&f.id))
+        {
+            tracing::info!(message = "freeze already recorded (idempotent replay)", freeze_id = %f.id, scope = %f.scope);
+        }
+        if !batch.freezes.is_empty() {
+            update_freeze_gauges(metrics, engine.active_freezes());
+        }
+        if let Some(p) = &completes {
+            metrics
+                .checkpoint_block
+                .with_label_values(&[p.chain.as_str()])
+                .set(i64::try_from(p.block).unwrap_or(i64::MAX));
+        }
+        metrics
+            .open_intents
+            .set(i64::try_from(engine.open_intents()).unwrap_or(i64::MAX));
+    }
+    tracing::info!(message = "engine drained the bus and stopped");
+    Ok(())
+}
