@@ -1,1 +1,207 @@
-//! placeholder
+//! Support for the end-to-end suite: find the `drainguard` binary, run it
+//! as a user would, follow its log, talk to its HTTP API, stop it with a
+//! signal.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test support reports progress"
+)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The `drainguard` binary of the profile these tests were built with.
+/// `cargo test --workspace` builds it (the daemon package has integration
+/// tests of its own); run alone, this suite builds it under a lock.
+pub fn drainguard_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    // target/<profile>/deps/<test> -> target/<profile>/drainguard
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("unexpected test binary location")?;
+    let bin = profile_dir.join("drainguard");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let lock_path = profile_dir.join(".drainguard-e2e-build.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock().context("locking the build")?;
+    if !bin.exists() {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "drainguard-daemon", "--bin", "drainguard"])
+            .current_dir(repo_root());
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build of drainguard failed: {status}");
+        }
+    }
+    Ok(bin)
+}
+
+/// Runs `drainguard` with arguments to completion.
+pub fn drainguard(args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Command::new(drainguard_bin()?)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .context("running drainguard")
+}
+
+/// A running `drainguard run`, its log collected as it comes.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    /// The HTTP API's base URL, from the daemon's own log line.
+    pub base_url: String,
+}
+
+impl Daemon {
+    /// Starts `drainguard run --config <config>` and waits until its API
+    /// listens.
+    pub fn start(config: &Path) -> anyhow::Result<Daemon> {
+        let mut child = Command::new(drainguard_bin()?)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("DRAINGUARD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting drainguard run")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[drainguard] {line}");
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let mut d = Daemon {
+            child,
+            log,
+            base_url: String::new(),
+        };
+        let line = d.wait_for_log("HTTP API listening", Duration::from_secs(60))?;
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .context("no addr in the listening line")?;
+        d.base_url = format!("http://{addr}");
+        Ok(d)
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self
+                .log
+                .lock()
+                .ok()
+                .and_then(|l| l.iter().find(|l| l.contains(needle)).cloned())
+            {
+                return Ok(l);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("drainguard exited ({status}) before logging {needle:?}");
+            }
+            if Instant::now() > deadline {
+                bail!("no log line containing {needle:?} within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// GETs a path of the API: status and body.
+    pub fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent
+            .get(&format!("{}{path}", self.base_url))
+            .call()
+            .with_context(|| format!("GET {path}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .context("reading the body")?;
+        Ok((status, body))
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`) and waits for the exit.
+    pub fn signal_and_wait(
+        mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<ExitStatus> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} failed");
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("drainguard did not exit within {timeout:?} of SIG{signal}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of a metric series in Prometheus text, summed over the lines
+/// whose name and labels start with `prefix`.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

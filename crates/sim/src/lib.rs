@@ -10,7 +10,7 @@
 mod generate;
 mod scenario;
 
-pub use generate::{Incident, SimConfig, generate};
+pub use generate::{Incident, PRESETS, SimConfig, generate, preset};
 pub use scenario::{
     Label, Record, SCENARIO_DECIMALS, ScenarioError, ScenarioReader, ScenarioWriter, record_to_json,
 };

@@ -439,57 +439,53 @@ impl<R: BufRead> ScenarioReader<R> {
     }
 
     fn next_record(&mut self) -> Option<Result<Record, ScenarioError>> {
-        loop {
-            self.buf.clear();
-            self.line_no += 1;
-            let line = self.line_no;
-            match self.input.read_line(&mut self.buf) {
+        self.buf.clear();
+        self.line_no += 1;
+        let line = self.line_no;
+        match self.input.read_line(&mut self.buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(source) => return Some(Err(ScenarioError::Io { line, source })),
+        }
+        let text = self.buf.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            // A blank final line is an editor's habit; a blank line in the
+            // middle is still nothing to skip silently.
+            let mut peek = String::new();
+            match self.input.read_line(&mut peek) {
                 Ok(0) => return None,
-                Ok(_) => {}
+                Ok(_) => {
+                    return Some(Err(ScenarioError::Invalid {
+                        line,
+                        field: None,
+                        message: "blank line".to_string(),
+                    }));
+                }
                 Err(source) => return Some(Err(ScenarioError::Io { line, source })),
             }
-            let text = self.buf.trim_end_matches(['\n', '\r']);
-            if text.trim().is_empty() {
-                // A blank final line is an editor's habit; a blank line in the
-                // middle is still nothing to skip silently.
-                let mut peek = String::new();
-                match self.input.read_line(&mut peek) {
-                    Ok(0) => return None,
-                    Ok(_) => {
-                        return Some(Err(ScenarioError::Invalid {
-                            line,
-                            field: None,
-                            message: "blank line".to_string(),
-                        }));
-                    }
-                    Err(source) => return Some(Err(ScenarioError::Io { line, source })),
-                }
-            }
-            let record = match parse_line(text) {
-                Ok(r) => r,
-                Err(FieldError { field, message }) => {
-                    return Some(Err(ScenarioError::Invalid {
-                        line,
-                        field,
-                        message,
-                    }));
-                }
-            };
-            if let Some(prev) = self.last_t {
-                if record.t < prev {
-                    return Some(Err(ScenarioError::Invalid {
-                        line,
-                        field: Some("t".to_string()),
-                        message: format!(
-                            "{} is earlier than the previous record's {} (records must be in time order)",
-                            record.t, prev
-                        ),
-                    }));
-                }
-            }
-            self.last_t = Some(record.t);
-            return Some(Ok(record));
         }
+        let record = match parse_line(text) {
+            Ok(r) => r,
+            Err(FieldError { field, message }) => {
+                return Some(Err(ScenarioError::Invalid {
+                    line,
+                    field,
+                    message,
+                }));
+            }
+        };
+        if let Some(prev) = self.last_t.filter(|&prev| record.t < prev) {
+            return Some(Err(ScenarioError::Invalid {
+                line,
+                field: Some("t".to_string()),
+                message: format!(
+                    "{} is earlier than the previous record's {} (records must be in time order)",
+                    record.t, prev
+                ),
+            }));
+        }
+        self.last_t = Some(record.t);
+        Some(Ok(record))
     }
 }
 
@@ -512,14 +508,14 @@ fn units(a: &Amount) -> Value {
     Value::String(a.to_decimal_string(SCENARIO_DECIMALS))
 }
 
-fn s(v: impl ToString) -> Value {
+fn s<T: ToString + ?Sized>(v: &T) -> Value {
     Value::String(v.to_string())
 }
 
 /// The JSON object of a record, fields in the order DESIGN.md lists them.
 pub fn record_to_json(r: &Record) -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert("t".into(), s(r.t));
+    m.insert("t".into(), s(&r.t));
     m.insert("kind".into(), s(r.kind.name()));
     match &r.kind {
         EventKind::Wallet(w) => {
@@ -582,7 +578,7 @@ pub fn record_to_json(r: &Record) -> Map<String, Value> {
             m.insert("owner".into(), s(&a.owner));
             m.insert("spender".into(), s(&a.spender));
             m.insert("asset".into(), s(&a.asset));
-            m.insert("amount".into(), s(a.amount));
+            m.insert("amount".into(), s(&a.amount));
             m.insert("standard".into(), s(name_of(STANDARDS, a.standard)));
         }
         EventKind::Admin(a) => {

@@ -1,8 +1,6 @@
 //! The scenario reader's strictness and the writer's round trip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#![allow(clippy::expect_used, reason = "an integration test binary")]
-
 use drainguard_model::{Amount, EventKind, Stage};
 use drainguard_sim::{Label, Record, ScenarioError, ScenarioReader, ScenarioWriter};
 

@@ -31,6 +31,9 @@ pub(crate) struct Args {
     /// not connected).
     #[arg(long)]
     no_intents: bool,
+    /// Move the preset's incident to this offset from the start ("20m").
+    #[arg(long)]
+    incident_at: Option<String>,
     /// Scenario start (RFC 3339).
     #[arg(long)]
     start: Option<String>,
@@ -56,6 +59,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     config.duration = Duration::from_secs_f64(args.hours * 3600.0);
     config.volume = args.volume;
     config.intents = !args.no_intents;
+    if let Some(at) = &args.incident_at {
+        let at = humantime::parse_duration(at).with_context(|| format!("--incident-at {at:?}"))?;
+        for (_, offset) in &mut config.incidents {
+            *offset = at;
+        }
+    }
     if let Some(s) = &args.start {
         config.start = Timestamp::parse_rfc3339(s).context("--start")?;
     }

@@ -1,6 +1,11 @@
 //! A small driver for the engine: wallets, prices, intents and transfers in
 //! a few words, at explicit scenario times.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::too_many_arguments)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::too_many_arguments
+)]
 
 use drainguard_engine::{Engine, Output, RuleSet};
 use drainguard_model::{

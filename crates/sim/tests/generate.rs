@@ -1,0 +1,577 @@
+//! The traffic generator: determinism, order, strict round trips, exact
+//! balances, and the shape of every preset's incident.
+
+#![allow(clippy::unwrap_used, reason = "an integration test binary")]
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use drainguard_model::{
+    Address, Amount, ApprovalStandard, Asset, EventKind, Stage, Transfer, WalletRole,
+};
+use drainguard_sim::{
+    Label, PRESETS, Record, ScenarioReader, ScenarioWriter, SimConfig, generate, preset,
+};
+
+/// Every preset at seed 1, generated once for the whole binary.
+fn day(name: &str) -> &'static [Record] {
+    static DAYS: OnceLock<Vec<(&'static str, Vec<Record>)>> = OnceLock::new();
+    let days = DAYS.get_or_init(|| {
+        PRESETS
+            .iter()
+            .map(|&p| (p, generate(&preset(p, 1).unwrap())))
+            .collect()
+    });
+    &days.iter().find(|(p, _)| *p == name).unwrap().1
+}
+
+fn transfers(records: &[Record]) -> impl Iterator<Item = (&Record, &Transfer)> {
+    records.iter().filter_map(|r| match &r.kind {
+        EventKind::Transfer(t) => Some((r, t)),
+        _ => None,
+    })
+}
+
+/// The exchange's wallets: address → (name, role).
+fn wallets(records: &[Record]) -> HashMap<Address, (String, WalletRole)> {
+    records
+        .iter()
+        .filter_map(|r| match &r.kind {
+            EventKind::Wallet(w) => Some((w.address.clone(), (w.name.clone(), w.role))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Replays balances the way replay does: start balances from `wallet`
+/// records, moved by `included` transfers. Calls `visit` before applying
+/// each record, with the balances so far.
+fn replay_balances(
+    records: &[Record],
+    mut visit: impl FnMut(&Record, &HashMap<(Address, Asset), Amount>),
+) -> Result<(), String> {
+    let mut balances: HashMap<(Address, Asset), Amount> = HashMap::new();
+    for r in records {
+        visit(r, &balances);
+        match &r.kind {
+            EventKind::Wallet(w) => {
+                for b in &w.balances {
+                    balances.insert((b.wallet.clone(), b.asset.clone()), b.amount);
+                }
+            }
+            EventKind::Transfer(t) if t.stage == Stage::Included => {
+                if let Some(b) = balances.get_mut(&(t.from.clone(), t.asset.clone())) {
+                    if *b < t.amount {
+                        return Err(format!(
+                            "{} {} {}: balance {} < {}",
+                            r.t, t.from, t.asset, b, t.amount
+                        ));
+                    }
+                    *b = b.saturating_sub(t.amount);
+                }
+                if let Some(b) = balances.get_mut(&(t.to.clone(), t.asset.clone())) {
+                    *b = b.saturating_add(t.amount);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn same_seed_same_records_other_seed_other_records() {
+    let config = preset("coinex", 42).unwrap();
+    let a = generate(&config);
+    let b = generate(&config);
+    assert_eq!(a, b);
+    let c = generate(&SimConfig { seed: 43, ..config });
+    assert_ne!(a, c);
+    // The topology's addresses follow the seed too.
+    assert_ne!(
+        wallets(&a).keys().collect::<BTreeSet<_>>(),
+        wallets(&c).keys().collect()
+    );
+}
+
+#[test]
+fn records_are_in_time_order_and_stages_in_stage_order() {
+    for &name in PRESETS {
+        let records = day(name);
+        assert!(records.windows(2).all(|w| w[0].t <= w[1].t), "{name}");
+        let mut last: HashMap<(String, u32), Stage> = HashMap::new();
+        for (_, t) in transfers(records) {
+            let key = (t.tx_hash.to_string(), t.index);
+            let prev = last.insert(key, t.stage);
+            let expected = match t.stage {
+                Stage::Pending => None,
+                Stage::Included => Some(Stage::Pending),
+                Stage::Confirmed => Some(Stage::Included),
+                Stage::Retracted => panic!("no reorgs are generated"),
+            };
+            assert_eq!(prev, expected, "{name}: {} #{}", t.tx_hash, t.index);
+        }
+    }
+}
+
+/// The records to round-trip. The strict reader and the writer are slow
+/// unoptimized (about 7 s a day), so debug builds take a sample holding
+/// every kind: the first two hours and everything within half an hour of
+/// an attack record. Release builds take every record.
+fn round_trip_sample(records: &[Record]) -> Vec<Record> {
+    if !cfg!(debug_assertions) {
+        return records.to_vec();
+    }
+    let start = records[0].t;
+    let attacks: Vec<_> = attack_records(records).iter().map(|r| r.t).collect();
+    let near_attack = |r: &Record| {
+        let (lo, hi) = (
+            r.t.minus(Duration::from_secs(1_800)),
+            r.t.plus(Duration::from_secs(1_800)),
+        );
+        attacks.iter().any(|&a| lo <= a && a <= hi)
+    };
+    records
+        .iter()
+        .filter(|r| r.t.seconds_since(start) < 7_200.0 || near_attack(r))
+        .cloned()
+        .collect()
+}
+
+fn round_trip(name: &str) {
+    let records = round_trip_sample(day(name));
+    let mut w = ScenarioWriter::new(Vec::new());
+    for r in &records {
+        w.write(r).unwrap();
+    }
+    let bytes = w.finish().unwrap();
+    let back: Vec<Record> = ScenarioReader::new(bytes.as_slice())
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(back.len(), records.len(), "{name}");
+    for (a, b) in back.iter().zip(&records) {
+        assert_eq!(a, b, "{name}");
+    }
+}
+
+#[test]
+fn every_preset_survives_the_strict_reader() {
+    std::thread::scope(|s| {
+        for &name in PRESETS {
+            s.spawn(move || round_trip(name));
+        }
+    });
+}
+
+#[test]
+fn a_normal_day_is_large_and_has_no_attack() {
+    let records = day("normal");
+    assert!(records.len() >= 100_000, "{}", records.len());
+    assert!(records.iter().all(|r| r.label != Some(Label::Attack)));
+    let count = |kind: &str| records.iter().filter(|r| r.kind.name() == kind).count();
+    assert_eq!(count("wallet"), 7);
+    assert!(count("intent") > 10_000);
+    assert!(count("head") > 30_000);
+    assert_eq!(count("balance"), 23 * 9);
+    assert_eq!(count("price"), 144 * 5);
+    // Refills from cold storage happen on a normal day.
+    let roles = wallets(records);
+    let refills = transfers(records)
+        .filter(|(_, t)| {
+            t.stage == Stage::Pending && roles.get(&t.from).map(|w| w.1) == Some(WalletRole::Cold)
+        })
+        .count();
+    assert!(refills >= 1);
+}
+
+#[test]
+fn tx_hashes_are_never_reused_and_keys_are_unique() {
+    for &name in PRESETS {
+        let records = day(name);
+        // One pending record per (chain, tx, index); one sender per tx.
+        let mut keys = HashSet::new();
+        let mut senders: HashMap<String, (Address, i64)> = HashMap::new();
+        for (r, t) in transfers(records).filter(|(_, t)| t.stage == Stage::Pending) {
+            assert!(keys.insert((t.chain.to_string(), t.tx_hash.to_string(), t.index)));
+            let prev = senders.insert(t.tx_hash.to_string(), (t.from.clone(), r.t.0));
+            if let Some(prev) = prev {
+                // Only a bitcoin transaction has two outputs.
+                assert_eq!(t.chain.as_str(), "bitcoin", "{name}: {}", t.tx_hash);
+                assert_eq!(prev, (t.from.clone(), r.t.0));
+            }
+        }
+    }
+}
+
+#[test]
+fn intents_come_before_their_transfers() {
+    let records = day("normal");
+    // Two withdrawals may share wallet, destination, asset and amount.
+    type Key = (Address, Address, Asset, Amount);
+    let mut intents: HashMap<Key, Vec<(i64, Option<String>)>> = HashMap::new();
+    let mut ids = HashSet::new();
+    for r in records {
+        if let EventKind::Intent(i) = &r.kind {
+            assert!(ids.insert(i.id.clone()));
+            assert!(i.id.starts_with("wd-"));
+            let key = (i.wallet.clone(), i.to.clone(), i.asset.clone(), i.amount);
+            let hash = i.tx_hash.as_ref().map(ToString::to_string);
+            intents.entry(key).or_default().push((r.t.0, hash));
+        }
+    }
+    let total = ids.len();
+    let with_hash = intents
+        .values()
+        .flatten()
+        .filter(|(_, h)| h.is_some())
+        .count();
+    let share = with_hash as f64 / total as f64;
+    assert!((0.25..0.35).contains(&share), "{share}");
+    let mut matched = 0;
+    for (r, t) in transfers(records).filter(|(_, t)| t.stage == Stage::Pending) {
+        let key = (t.from.clone(), t.to.clone(), t.asset.clone(), t.amount);
+        let Some(candidates) = intents.get_mut(&key) else {
+            continue;
+        };
+        let lead_ok = |at: i64| (1_000_000_000..=20_000_000_000).contains(&(r.t.0 - at));
+        let fits = |(at, hash): &(i64, Option<String>)| {
+            lead_ok(*at) && hash.as_ref().is_none_or(|h| h == t.tx_hash.as_str())
+        };
+        let i = candidates
+            .iter()
+            .position(fits)
+            .unwrap_or_else(|| panic!("{} {}: no intent 1-20 s before", r.t, t.tx_hash));
+        candidates.remove(i);
+        matched += 1;
+    }
+    assert_eq!(matched, total);
+}
+
+#[test]
+fn no_intents_when_the_withdrawal_system_is_not_connected() {
+    let records = generate(&SimConfig {
+        intents: false,
+        duration: Duration::from_secs(3 * 3_600),
+        incidents: vec![(
+            drainguard_sim::Incident::WithdrawalAbuse,
+            Duration::from_secs(3_600),
+        )],
+        ..SimConfig::default()
+    });
+    assert!(records.iter().all(|r| r.kind.name() != "intent"));
+    let thefts = transfers(&records)
+        .filter(|(r, t)| r.label == Some(Label::Attack) && t.stage == Stage::Pending)
+        .count();
+    assert_eq!(thefts, 16);
+}
+
+#[test]
+fn balances_never_go_negative_and_balance_records_are_exact() {
+    for &name in PRESETS {
+        let records = day(name);
+        let mut checked = 0;
+        replay_balances(records, |r, balances| {
+            if let EventKind::Balance(b) = &r.kind {
+                let running = balances[&(b.wallet.clone(), b.asset.clone())];
+                assert_eq!(running, b.amount, "{name} {} {} {}", r.t, b.wallet, b.asset);
+                checked += 1;
+            }
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(checked, 23 * 9, "{name}");
+    }
+}
+
+#[test]
+fn normal_withdrawals_stay_under_one_and_a_half_percent_of_the_wallet() {
+    let records = day("normal");
+    let roles = wallets(records);
+    let mut worst = 0.0f64;
+    replay_balances(records, |r, balances| {
+        let EventKind::Transfer(t) = &r.kind else {
+            return;
+        };
+        let hot = roles.get(&t.from).map(|w| w.1) == Some(WalletRole::Hot);
+        if t.stage != Stage::Pending || !hot || roles.contains_key(&t.to) {
+            return;
+        }
+        let balance = balances[&(t.from.clone(), t.asset.clone())];
+        let share = t.amount.0.to::<u128>() as f64 / balance.0.to::<u128>() as f64;
+        worst = worst.max(share);
+        assert!(
+            t.amount.0 * drainguard_model::U256::from(10_000u32)
+                <= balance.0 * drainguard_model::U256::from(150u32),
+            "{} {}: {} of {}",
+            r.t,
+            t.asset,
+            t.amount,
+            balance
+        );
+    })
+    .unwrap();
+    assert!(worst > 0.001, "the cap is never approached: {worst}");
+}
+
+#[test]
+fn every_regular_destination_is_paid_by_one_wallet() {
+    for &name in PRESETS {
+        let records = day(name);
+        let roles = wallets(records);
+        let mut payers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut receipts: BTreeMap<String, usize> = BTreeMap::new();
+        for (r, t) in transfers(records) {
+            let hot = roles.get(&t.from).map(|w| w.1) == Some(WalletRole::Hot);
+            if t.stage != Stage::Pending || !hot || roles.contains_key(&t.to) {
+                continue;
+            }
+            if r.label == Some(Label::Attack) {
+                continue;
+            }
+            payers
+                .entry(t.to.to_string())
+                .or_default()
+                .insert(t.from.to_string());
+            *receipts.entry(t.to.to_string()).or_default() += 1;
+        }
+        for (to, from) in &payers {
+            assert_eq!(from.len(), 1, "{name}: {to} is paid by {from:?}");
+        }
+        let regular = receipts.values().filter(|&&n| n >= 2).count();
+        assert!(regular > 100, "{name}: {regular} repeated destinations");
+        assert!(regular <= 7 * 40, "{name}: {regular}");
+    }
+}
+
+fn attack_records(records: &[Record]) -> Vec<&Record> {
+    records
+        .iter()
+        .filter(|r| r.label == Some(Label::Attack))
+        .collect()
+}
+
+#[test]
+fn coinex_starts_with_an_unannounced_eth_transfer_and_ends_with_a_sweep() {
+    let records = day("coinex");
+    let roles = wallets(records);
+    let attack = attack_records(records);
+    let first = attack[0];
+    let EventKind::Transfer(t) = &first.kind else {
+        panic!("first attack record is {}", first.kind.name())
+    };
+    assert_eq!(t.stage, Stage::Pending);
+    assert_eq!(t.asset.as_str(), "ETH");
+    assert_eq!(t.chain.as_str(), "ethereum");
+    assert_eq!(roles[&t.from].0, "eth-hot-1");
+    assert_eq!(first.t.to_rfc3339(), "2023-09-12T14:10:00Z");
+    // No intent announces it, before or after.
+    for r in records {
+        if let EventKind::Intent(i) = &r.kind {
+            assert_ne!(i.to, t.to);
+            assert_ne!(i.tx_hash.as_ref(), Some(&t.tx_hash));
+        }
+    }
+    assert!(attack.iter().all(|r| r.kind.name() == "transfer"));
+    // Every hot wallet is robbed.
+    let robbed: BTreeSet<&str> = attack
+        .iter()
+        .filter_map(|r| match &r.kind {
+            EventKind::Transfer(t) => Some(roles[&t.from].0.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        robbed,
+        BTreeSet::from(["btc-hot", "eth-hot-1", "eth-hot-2", "tron-hot"])
+    );
+    // The bitcoin theft returns change to btc-hot.
+    assert!(
+        attack.iter().any(|r| matches!(&r.kind,
+        EventKind::Transfer(t) if t.index == 1 && t.from == t.to && roles[&t.from].0 == "btc-hot"))
+    );
+    // The exchange's sweep to cold storage, 20 minutes in, is normal.
+    let sweep_at = first.t.plus(Duration::from_secs(20 * 60));
+    let sweeps: Vec<_> = transfers(records)
+        .filter(|(r, t)| {
+            r.t >= sweep_at
+                && t.stage == Stage::Pending
+                && roles.get(&t.to).map(|w| w.1) == Some(WalletRole::Cold)
+        })
+        .collect();
+    assert!(sweeps.len() >= 7, "{}", sweeps.len());
+    assert!(sweeps.iter().all(|(r, _)| r.label == Some(Label::Normal)));
+    // Withdrawals stop after the sweep.
+    let last_sweep = sweeps.iter().map(|(r, _)| r.t).max().unwrap();
+    let late_withdrawals = transfers(records)
+        .filter(|(r, t)| {
+            r.t > last_sweep
+                && t.stage == Stage::Pending
+                && roles.get(&t.from).map(|w| w.1) == Some(WalletRole::Hot)
+                && !roles.contains_key(&t.to)
+        })
+        .count();
+    assert_eq!(late_withdrawals, 0);
+}
+
+#[test]
+fn abuse_is_announced_thefts_to_few_shared_addresses() {
+    let records = day("abuse");
+    let roles = wallets(records);
+    let attack = attack_records(records);
+    let intents: Vec<_> = attack
+        .iter()
+        .filter(|r| r.kind.name() == "intent")
+        .collect();
+    let pendings: Vec<&Transfer> = attack
+        .iter()
+        .filter_map(|r| match &r.kind {
+            EventKind::Transfer(t) if t.stage == Stage::Pending => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(intents.len(), 16);
+    assert_eq!(pendings.len(), 16);
+    assert_eq!(attack[0].kind.name(), "intent");
+    assert_eq!(pendings[0].to, pendings[1].to);
+    assert_ne!(pendings[0].from, pendings[1].from);
+    let evm: BTreeSet<_> = pendings
+        .iter()
+        .filter(|t| t.chain.as_str() == "ethereum")
+        .map(|t| &t.to)
+        .collect();
+    let tron: BTreeSet<_> = pendings
+        .iter()
+        .filter(|t| t.chain.as_str() == "tron")
+        .map(|t| &t.to)
+        .collect();
+    assert_eq!(evm.len(), 3);
+    assert_eq!(tron.len(), 2);
+    let span = attack.last().unwrap().t.seconds_since(attack[0].t);
+    assert!(span < 20.0 * 60.0, "{span}");
+    let from: BTreeSet<&str> = pendings.iter().map(|t| roles[&t.from].0.as_str()).collect();
+    assert_eq!(from, BTreeSet::from(["eth-hot-1", "eth-hot-2", "tron-hot"]));
+}
+
+#[test]
+fn a_rush_is_legitimate_and_busy() {
+    let rush = day("rush");
+    let normal = day("normal");
+    assert!(attack_records(rush).is_empty());
+    let start = normal[0].t;
+    let window = |records: &[Record]| {
+        let from = start.plus(Duration::from_secs(12 * 3_600));
+        let until = start.plus(Duration::from_secs(16 * 3_600));
+        records
+            .iter()
+            .filter(|r| r.t >= from && r.t < until && r.kind.name() == "intent")
+            .count()
+    };
+    let (busy, calm) = (window(rush), window(normal));
+    assert!(busy > 4 * calm, "{busy} vs {calm}");
+}
+
+#[test]
+fn a_giant_withdrawal_is_announced_and_takes_sixty_percent() {
+    let records = day("giant");
+    let roles = wallets(records);
+    let attack = attack_records(records);
+    assert_eq!(attack[0].kind.name(), "intent");
+    assert_eq!(attack[0].t.to_rfc3339(), "2023-09-12T11:00:00Z");
+    let mut share = None;
+    replay_balances(records, |r, balances| {
+        let EventKind::Transfer(t) = &r.kind else {
+            return;
+        };
+        if r.label == Some(Label::Attack) && t.stage == Stage::Pending && t.index == 0 {
+            assert_eq!(roles[&t.from].0, "btc-hot");
+            let b = balances[&(t.from.clone(), t.asset.clone())];
+            share = Some(t.amount.0.to::<u128>() as f64 / b.0.to::<u128>() as f64);
+        }
+    })
+    .unwrap();
+    let share = share.unwrap();
+    assert!((0.57..=0.63).contains(&share), "{share}");
+    assert!(attack.iter().any(|r| matches!(&r.kind,
+        EventKind::Transfer(t) if t.index == 1 && t.from == t.to)));
+}
+
+#[test]
+fn an_unknown_approval_is_followed_by_a_transfer_from() {
+    let records = day("approval");
+    let roles = wallets(records);
+    let attack = attack_records(records);
+    let EventKind::Approval(a) = &attack[0].kind else {
+        panic!("first attack record is {}", attack[0].kind.name())
+    };
+    assert_eq!(a.amount, Amount::MAX);
+    assert_eq!(a.standard, ApprovalStandard::Erc20);
+    assert_eq!(a.asset.as_str(), "USDT");
+    assert_eq!(roles[&a.owner].0, "eth-hot-1");
+    assert!(!roles.contains_key(&a.spender));
+    let EventKind::Transfer(t) = &attack[1].kind else {
+        panic!("second attack record is {}", attack[1].kind.name())
+    };
+    assert_eq!(attack[1].t, attack[0].t.plus(Duration::from_secs(120)));
+    assert_eq!(t.from, a.owner);
+    assert_eq!(t.asset.as_str(), "USDT");
+    assert!(t.token.is_some());
+    assert!(
+        !records
+            .iter()
+            .any(|r| matches!(&r.kind, EventKind::Intent(i) if i.to == t.to))
+    );
+}
+
+#[test]
+fn volume_scales_the_traffic() {
+    let hours = |volume: f64| SimConfig {
+        volume,
+        duration: Duration::from_secs(6 * 3_600),
+        ..SimConfig::default()
+    };
+    let count = |records: &[Record]| records.iter().filter(|r| r.kind.name() == "intent").count();
+    let low = count(&generate(&hours(0.5)));
+    let high = count(&generate(&hours(2.0)));
+    assert!(high > 3 * low, "{high} vs {low}");
+    assert_eq!(count(&generate(&hours(0.0))), 0);
+}
+
+#[test]
+fn presets_are_known_by_name() {
+    for &name in PRESETS {
+        assert!(preset(name, 9).is_some(), "{name}");
+    }
+    assert!(preset("bybit", 1).is_none());
+    assert_eq!(preset("normal", 5).unwrap().seed, 5);
+    assert_eq!(preset("normal", 1).unwrap(), SimConfig::default());
+}
+
+/// A day must generate well under a second in release builds.
+#[cfg(not(debug_assertions))]
+#[test]
+fn a_day_generates_in_well_under_a_second() {
+    let config = preset("normal", 3).unwrap();
+    let t = std::time::Instant::now();
+    let records = generate(&config);
+    let elapsed = t.elapsed();
+    assert!(records.len() >= 100_000);
+    assert!(elapsed < Duration::from_millis(700), "{elapsed:?}");
+}
+
+#[test]
+fn other_seeds_keep_balances_exact_and_non_negative() {
+    for seed in 2..=3 {
+        for name in ["coinex", "rush", "giant"] {
+            let records = generate(&preset(name, seed).unwrap());
+            replay_balances(&records, |r, balances| {
+                if let EventKind::Balance(b) = &r.kind {
+                    let running = balances[&(b.wallet.clone(), b.asset.clone())];
+                    assert_eq!(running, b.amount, "{name} seed {seed} {}", r.t);
+                }
+            })
+            .unwrap_or_else(|e| panic!("{name} seed {seed}: {e}"));
+        }
+    }
+}
