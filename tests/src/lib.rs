@@ -205,3 +205,46 @@ pub fn metric_sum(text: &str, prefix: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Every `drainguard_*` metric a dashboard in `dashboards/` queries, with
+/// histogram suffixes (`_bucket`, `_sum`, `_count`) taken off.
+pub fn dashboard_metric_names() -> anyhow::Result<Vec<String>> {
+    let mut names = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(repo_root().join("dashboards"))? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+        let mut exprs = Vec::new();
+        collect_exprs(&json, &mut exprs);
+        for e in exprs {
+            let mut rest = e.as_str();
+            while let Some(i) = rest.find("drainguard_") {
+                let tail = &rest[i..];
+                let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+                let name = &tail[..end];
+                let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+                names.insert(base.to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    Ok(names.into_iter().collect())
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr" | "definition", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
