@@ -216,16 +216,22 @@ pub fn dashboard_metric_names() -> anyhow::Result<Vec<String>> {
             continue;
         }
         let text = std::fs::read_to_string(&path)?;
-        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
         let mut exprs = Vec::new();
         collect_exprs(&json, &mut exprs);
         for e in exprs {
             let mut rest = e.as_str();
             while let Some(i) = rest.find("drainguard_") {
                 let tail = &rest[i..];
-                let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
                 let name = &tail[..end];
-                let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
                 names.insert(base.to_string());
                 rest = &tail[end..];
             }

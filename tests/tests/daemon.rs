@@ -73,7 +73,10 @@ fn e2e_daemon_sim_drain_freezes_and_shuts_down_cleanly() {
     let names = drainguard_e2e::dashboard_metric_names().unwrap();
     assert!(names.len() >= 8, "{names:?}");
     for name in names {
-        assert!(metrics.contains(&format!("# TYPE {name} ")), "dashboard metric {name} is not in /metrics");
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "dashboard metric {name} is not in /metrics"
+        );
     }
     let (status, ready) = d.get("/readyz").unwrap();
     assert_eq!(status, 200, "{ready}");

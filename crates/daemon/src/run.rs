@@ -9,10 +9,7 @@
 use std::{
     path::Path,
     process::ExitCode,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -132,41 +129,22 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
     let mut sources = tokio::task::JoinSet::new();
     match (sim_records, &config.sim) {
         (Some(records), Some(sim)) => {
-            let started = Arc::new(AtomicBool::new(false));
-            let watch = started.clone();
+            let h = health.clone();
+            let started = move || h.sources_started.store(true, Ordering::SeqCst);
             let (bus, token, speed) = (bus_tx.clone(), shutdown.child_token(), sim.speed);
             tasks::spawn(
                 &mut sources,
                 "source.sim",
                 sources::sim::play(records, speed, bus, started, token),
             );
-            let h = health.clone();
-            tokio::spawn(async move {
-                while !watch.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                h.sources_started.store(true, Ordering::SeqCst);
-            });
         }
         _ => {
             tracing::warn!(message = "no chain source is enabled: nothing will be watched");
             health.sources_started.store(true, Ordering::SeqCst);
         }
     }
-    // The engine stops once every sender is gone; the sources hold theirs.
-    let depth_probe = bus_tx.clone();
+    // The engine stops once every sender is gone: the sources hold theirs.
     drop(bus_tx);
-    let gauge = metrics.bus_depth.clone();
-    let probe_token = shutdown.child_token();
-    tokio::spawn(async move {
-        loop {
-            gauge.set(i64::try_from(depth_probe.depth()).unwrap_or(i64::MAX));
-            tokio::select! {
-                () = probe_token.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
-    });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

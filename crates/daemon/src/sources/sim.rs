@@ -5,13 +5,7 @@
 //! source rewinds their checkpoints (audited) before it plays; the engine
 //! then advances them as usual, one completed block at a time.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use anyhow::Context;
 use drainguard_bus::{BusSender, Position};
@@ -37,14 +31,14 @@ pub(crate) async fn play(
     records: Vec<Record>,
     speed: f64,
     bus: BusSender,
-    started: Arc<AtomicBool>,
+    on_started: impl FnOnce() + Send,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(first) = records.first().map(|r| r.t) else {
         return Ok(());
     };
     let origin = Instant::now();
-    started.store(true, Ordering::SeqCst);
+    on_started();
     tracing::info!(message = "simulator playing", records = records.len(), speed, start = %first);
     for r in records {
         let offset = r.t.seconds_since(first).max(0.0) / speed;
