@@ -1,19 +1,21 @@
 //! The engine: events in, findings and freezes out.
+//!
+//! Hot path: every key is an interned integer, windows with the same shape
+//! are shared by the rules that read them, and a transfer's state shrinks
+//! to a fingerprint once it is confirmed.
 
-use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    time::Duration,
-};
+use std::{collections::VecDeque, time::Duration};
 
 use drainguard_model::{
     Address, Amount, Asset, Chain, Event, EventKind, Evidence, Finding, Freeze, FreezeId, Scope,
-    Stage, Timestamp, Transfer, TransferKey, U256, Usd,
+    Stage, Timestamp, Transfer, U256, Usd,
 };
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     config::{Action, IntentsMode, Level, Mode, Rule, RuleKind, RuleSet},
     rules::{DestWindow, RuleState},
-    state::{Direction, State, TransferState, WindowKey, WindowRef},
+    state::{Direction, Seen, State, TransferState, WalletIdx, WindowKey, WindowRef},
     window::SlidingWindow,
 };
 
@@ -60,6 +62,66 @@ pub struct WindowFigure {
     pub count: u64,
 }
 
+/// What a window sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Value {
+    /// Exact base units of one asset.
+    Units,
+    /// Micro-dollars.
+    Usd,
+    /// One per outflow.
+    Count,
+}
+
+/// The shape of a window; rules with the same shape share its windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Spec {
+    level: Level,
+    per_asset: bool,
+    length: Duration,
+    value: Value,
+}
+
+#[derive(Debug)]
+struct SpecState {
+    spec: Spec,
+    windows: FxHashMap<WindowKey, SlidingWindow>,
+}
+
+/// Marks a [`WindowRef`] slot as a destination window of rule `slot & !DEST`.
+const DEST: u16 = 0x8000;
+
+/// What a finding is about, with the strings it reports.
+struct Subject {
+    chain: Chain,
+    wallet: Address,
+    asset: Asset,
+    evidence: Evidence,
+    key: String,
+}
+
+impl Subject {
+    fn of_transfer(tr: &Transfer, usd: Usd) -> Subject {
+        Subject {
+            chain: tr.chain.clone(),
+            wallet: tr.from.clone(),
+            asset: tr.asset.clone(),
+            evidence: Evidence {
+                chain: tr.chain.clone(),
+                tx_hash: tr.tx_hash.clone(),
+                index: tr.index,
+                stage: tr.stage.as_str().to_string(),
+                from: tr.from.clone(),
+                to: tr.to.clone(),
+                asset: tr.asset.clone(),
+                amount: tr.amount.to_decimal_string(tr.decimals),
+                usd: usd.to_f64(),
+            },
+            key: format!("{}:{}:{}", tr.chain, tr.tx_hash, tr.index),
+        }
+    }
+}
+
 /// A finding with the freeze scope its rule asks for.
 struct Pending {
     finding: Finding,
@@ -72,6 +134,7 @@ struct Pending {
 pub struct Engine {
     rules: RuleSet,
     rule_state: Vec<RuleState>,
+    specs: Vec<SpecState>,
     state: State,
     freezes: Vec<Freeze>,
     now: Timestamp,
@@ -80,7 +143,7 @@ pub struct Engine {
     since_prune: u32,
 }
 
-fn amount_u128(a: Amount) -> u128 {
+fn units(a: Amount) -> u128 {
     u128::try_from(a.0).unwrap_or(u128::MAX)
 }
 
@@ -96,24 +159,6 @@ fn pct(bps: u64) -> String {
     format!("{:.1}%", bps as f64 / 100.0)
 }
 
-fn rule_state_for(rule: &Rule) -> RuleState {
-    match rule.kind {
-        RuleKind::OutflowWindow(_) | RuleKind::Velocity(_) => RuleState::Windows {
-            windows: HashMap::new(),
-            fired: HashSet::new(),
-        },
-        RuleKind::NewDestination(_) => RuleState::Destinations {
-            windows: HashMap::new(),
-            fired: HashSet::new(),
-        },
-        RuleKind::Correlation(_) => RuleState::Correlation {
-            recent: VecDeque::new(),
-            fired: false,
-        },
-        RuleKind::UnmatchedOutflow(_) | RuleKind::Denylist(_) => RuleState::Stateless,
-    }
-}
-
 fn rule_window(rule: &Rule) -> Duration {
     match &rule.kind {
         RuleKind::OutflowWindow(p) => p.window,
@@ -124,12 +169,27 @@ fn rule_window(rule: &Rule) -> Duration {
     }
 }
 
-fn window_key(level: Level, tr: &Transfer, per_asset: bool) -> WindowKey {
-    let asset = per_asset.then(|| tr.asset.clone());
-    match level {
-        Level::Wallet => WindowKey::Wallet(tr.chain.clone(), tr.from.clone(), asset),
-        Level::Asset => WindowKey::Asset(tr.chain.clone(), tr.asset.clone()),
-        Level::Chain => WindowKey::Chain(tr.chain.clone(), asset),
+fn spec_of(rule: &Rule) -> Option<Spec> {
+    let (per_asset, length, value) = match &rule.kind {
+        RuleKind::OutflowWindow(p) if p.per_asset => (true, p.window, Value::Units),
+        RuleKind::OutflowWindow(p) => (false, p.window, Value::Usd),
+        RuleKind::Velocity(p) => (false, p.window, Value::Count),
+        _ => return None,
+    };
+    Some(Spec {
+        level: rule.scope,
+        per_asset,
+        length,
+        value,
+    })
+}
+
+fn key_of(spec: &Spec, s: &TransferState, from: WalletIdx) -> WindowKey {
+    let asset = spec.per_asset.then_some(s.asset);
+    match spec.level {
+        Level::Wallet => WindowKey::Wallet(from, asset),
+        Level::Asset => WindowKey::Asset(s.chain, s.asset),
+        Level::Chain => WindowKey::Chain(s.chain, asset),
         Level::Global => WindowKey::Global,
     }
 }
@@ -143,25 +203,131 @@ fn scope_of(level: Level, chain: &Chain, wallet: &Address, asset: &Asset) -> Sco
     }
 }
 
-fn evidence(ts: &TransferState, stage: Stage) -> Evidence {
-    let tr = &ts.transfer;
-    Evidence {
-        chain: tr.chain.clone(),
-        tx_hash: tr.tx_hash.clone(),
-        index: tr.index,
-        stage: stage.as_str().to_string(),
-        from: tr.from.clone(),
-        to: tr.to.clone(),
-        asset: tr.asset.clone(),
-        amount: tr.amount.to_decimal_string(tr.decimals),
-        usd: ts.usd.to_f64(),
+/// Whether a rule's window is over its limit now, with the figures and a
+/// one-line summary.
+fn window_exceeded(
+    w: &mut SlidingWindow,
+    state: &State,
+    rule: &Rule,
+    key: &WindowKey,
+    now: Timestamp,
+) -> Option<(Vec<(String, String)>, String)> {
+    w.advance(now);
+    let (sum, applied, count) = (w.sum(), w.sum_applied(), w.count());
+    let window = humantime::format_duration(w.length()).to_string();
+    match &rule.kind {
+        RuleKind::Velocity(p) => (count > p.max_count).then(|| {
+            let figures = vec![
+                ("outflows".to_string(), count.to_string()),
+                ("max_count".to_string(), p.max_count.to_string()),
+                ("window".to_string(), window.clone()),
+            ];
+            (
+                figures,
+                format!("{count} outflows in {window} (limit {})", p.max_count),
+            )
+        }),
+        RuleKind::OutflowWindow(p) => {
+            let mut figures = vec![("window".to_string(), window.clone())];
+            let mut reasons = Vec::new();
+            if p.per_asset {
+                figures.push(("outflow_base_units".to_string(), sum.to_string()));
+                if let (Some(limit), Some(bal)) = (p.max_share_bps, state.scope_balance(key)) {
+                    let start = units(bal).saturating_add(applied);
+                    let share = bps(sum, start);
+                    figures.push((
+                        "balance_at_window_start_base_units".to_string(),
+                        start.to_string(),
+                    ));
+                    figures.push(("share".to_string(), pct(share)));
+                    figures.push(("max_share".to_string(), pct(u64::from(limit))));
+                    if share > u64::from(limit) {
+                        let asset = match key {
+                            WindowKey::Wallet(_, Some(a))
+                            | WindowKey::Chain(_, Some(a))
+                            | WindowKey::Asset(_, a) => state
+                                .assets
+                                .get(usize::from(*a))
+                                .map(ToString::to_string)
+                                .unwrap_or_default(),
+                            _ => String::new(),
+                        };
+                        reasons.push(format!(
+                            "{} of the {asset} balance left in {window} (limit {})",
+                            pct(share),
+                            pct(u64::from(limit))
+                        ));
+                    }
+                }
+            } else {
+                figures.push((
+                    "outflow_usd".to_string(),
+                    format!("{:.2}", Usd(sum).to_f64()),
+                ));
+                if let Some(max) = p.max_usd {
+                    figures.push(("max_usd".to_string(), format!("{:.2}", Usd(max).to_f64())));
+                    if sum > max {
+                        reasons.push(format!(
+                            "{} left in {window} (limit {})",
+                            Usd(sum),
+                            Usd(max)
+                        ));
+                    }
+                }
+                if let (Some(limit), Some(bal)) = (p.max_share_bps, state.scope_balance_usd(key)) {
+                    let share = bps(sum, bal.0.saturating_add(applied));
+                    figures.push(("share".to_string(), pct(share)));
+                    figures.push(("max_share".to_string(), pct(u64::from(limit))));
+                    if share > u64::from(limit) {
+                        reasons.push(format!(
+                            "{} of the balance ({}) left in {window} (limit {})",
+                            pct(share),
+                            Usd(sum),
+                            pct(u64::from(limit))
+                        ));
+                    }
+                }
+            }
+            (!reasons.is_empty()).then(|| (figures, reasons.join("; ")))
+        }
+        _ => None,
     }
 }
 
 impl Engine {
     /// An engine with a validated rule set and no history.
     pub fn new(rules: RuleSet) -> Self {
-        let rule_state = rules.rules.iter().map(rule_state_for).collect();
+        let mut specs: Vec<SpecState> = Vec::new();
+        let mut rule_state = Vec::with_capacity(rules.rules.len());
+        for rule in &rules.rules {
+            rule_state.push(match (&rule.kind, spec_of(rule)) {
+                (_, Some(spec)) => {
+                    let idx = specs
+                        .iter()
+                        .position(|s| s.spec == spec)
+                        .unwrap_or_else(|| {
+                            specs.push(SpecState {
+                                spec,
+                                windows: FxHashMap::default(),
+                            });
+                            specs.len() - 1
+                        });
+                    RuleState::Windows {
+                        spec: u16::try_from(idx).unwrap_or(u16::MAX),
+                        fired: FxHashSet::default(),
+                    }
+                }
+                (RuleKind::NewDestination(_), None) => RuleState::Destinations {
+                    windows: FxHashMap::default(),
+                    fired: FxHashSet::default(),
+                },
+                (RuleKind::Correlation(_), None) => RuleState::Correlation {
+                    recent: VecDeque::new(),
+                    fired: false,
+                },
+                _ => RuleState::Stateless,
+            });
+        }
         let longest_window = rules
             .rules
             .iter()
@@ -172,6 +338,7 @@ impl Engine {
         Engine {
             rules,
             rule_state,
+            specs,
             state: State::default(),
             freezes: Vec::new(),
             now: Timestamp(i64::MIN),
@@ -211,25 +378,39 @@ impl Engine {
         before != self.freezes.len()
     }
 
+    /// Open intents not yet matched.
+    pub fn open_intents(&self) -> usize {
+        self.state.intents.open
+    }
+
     /// The totals of every window with something in it, advanced to the
     /// engine's current time.
     pub fn window_figures(&mut self) -> Vec<WindowFigure> {
         let now = self.now;
         let mut out = Vec::new();
-        for (rule, rs) in self.rules.rules.iter().zip(self.rule_state.iter_mut()) {
-            let RuleState::Windows { windows, .. } = rs else {
+        for (rule, rs) in self.rules.rules.iter().zip(&self.rule_state) {
+            let RuleState::Windows { spec, .. } = rs else {
                 continue;
             };
-            for (key, w) in windows.iter_mut() {
+            let Some(ss) = self.specs.get_mut(usize::from(*spec)) else {
+                continue;
+            };
+            for (key, w) in &mut ss.windows {
                 w.advance(now);
-                let (scope, asset) = match key {
-                    WindowKey::Wallet(c, a, asset) => {
-                        (Scope::Wallet(c.clone(), a.clone()), asset.clone())
+                let st = &self.state;
+                let chain = |c: u16| st.chains[usize::from(c)].clone();
+                let asset = |a: u16| st.assets[usize::from(a)].clone();
+                let (scope, asset) = match *key {
+                    WindowKey::Wallet(w, a) => {
+                        let wl = &st.wallets[w as usize];
+                        (
+                            Scope::Wallet(chain(wl.chain), wl.address.clone()),
+                            a.map(asset),
+                        )
                     }
-                    WindowKey::Asset(c, a) => (Scope::Asset(c.clone(), a.clone()), Some(a.clone())),
-                    WindowKey::Chain(c, asset) => (Scope::Chain(c.clone()), asset.clone()),
+                    WindowKey::Asset(c, a) => (Scope::Asset(chain(c), asset(a)), Some(asset(a))),
+                    WindowKey::Chain(c, a) => (Scope::Chain(chain(c)), a.map(asset)),
                     WindowKey::Global => (Scope::Global, None),
-                    WindowKey::Destination(_) => continue,
                 };
                 out.push(WindowFigure {
                     rule: rule.id.clone(),
@@ -242,11 +423,6 @@ impl Engine {
         }
         out.sort_by(|a, b| (&a.rule, &a.scope, &a.asset).cmp(&(&b.rule, &b.scope, &b.asset)));
         out
-    }
-
-    /// Open intents not yet matched.
-    pub fn open_intents(&self) -> usize {
-        self.state.intents.open
     }
 
     /// Processes one event and appends what it concludes to `out`.
@@ -264,16 +440,11 @@ impl Engine {
                 }
             }
             EventKind::Balance(b) => self.state.set_balance(b),
-            EventKind::Price(p) => {
-                self.state.prices.insert(p.asset.clone(), p.usd);
-            }
-            EventKind::Intent(i) => self.state.intents.add(event.t, i),
+            EventKind::Price(p) => self.state.set_price(&p.asset, p.usd),
+            EventKind::Intent(i) => self.state.add_intent(event.t, i),
             EventKind::Transfer(tr) => self.on_transfer(event.t, tr, &mut found),
             EventKind::Approval(a) => self.on_approval(event.t, a, &mut found),
-            EventKind::Admin(_) => {}
-            EventKind::Head(h) => {
-                self.state.heads.insert(h.chain.clone(), (h.block, event.t));
-            }
+            EventKind::Admin(_) | EventKind::Head(_) => {}
         }
         if !found.is_empty() {
             self.correlate(event.t, &mut found);
@@ -287,21 +458,33 @@ impl Engine {
 
     fn prune(&mut self) {
         self.since_prune = 0;
-        let cutoff = self.now.minus(State::retention(self.longest_window));
-        self.state.prune_transfers(cutoff);
-        self.state.intents.prune(self.now, &self.rules.intents);
         let now = self.now;
+        // A transfer is kept while any window may still hold it, and an hour
+        // more for late stages and deep reorgs.
+        self.state.prune(
+            now,
+            self.longest_window + Duration::from_secs(3600),
+            &self.rules.intents,
+        );
+        for ss in &mut self.specs {
+            ss.windows.retain(|_, w| {
+                w.advance(now);
+                !w.is_empty()
+            });
+        }
         for (rule, rs) in self.rules.rules.iter().zip(self.rule_state.iter_mut()) {
-            let len = rule_window(rule);
             match rs {
-                RuleState::Windows { windows, fired } => {
-                    windows.retain(|k, w| {
-                        w.advance(now);
-                        !w.is_empty() || fired.contains(k)
-                    });
+                RuleState::Windows { spec, fired } => {
+                    let windows = &self.specs[usize::from(*spec)].windows;
+                    fired.retain(|k| windows.contains_key(k));
                 }
-                RuleState::Destinations { windows, .. } => {
+                RuleState::Destinations { windows, fired } => {
+                    let len = match &rule.kind {
+                        RuleKind::NewDestination(p) => p.window,
+                        _ => Duration::ZERO,
+                    };
                     windows.retain(|_, w| w.last_t().is_some_and(|t| t > now.minus(len)));
+                    fired.retain(|d| windows.contains_key(d));
                 }
                 RuleState::Correlation { .. } | RuleState::Stateless => {}
             }
@@ -309,38 +492,19 @@ impl Engine {
     }
 
     fn on_transfer(&mut self, t: Timestamp, tr: &Transfer, found: &mut Vec<Pending>) {
-        let key = tr.key();
-        if !self.state.transfers.contains_key(&key) {
-            if tr.stage == Stage::Retracted {
-                // Retraction of something never seen: nothing to take back.
-                return;
-            }
-            let direction = self.state.direction(tr);
-            let usd = Usd::of(tr.amount, tr.decimals, self.state.price(&tr.asset));
-            self.state.transfer_order.push_back((t, key.clone()));
-            self.state.transfers.insert(
-                key.clone(),
-                TransferState {
-                    transfer: tr.clone(),
-                    direction,
-                    usd,
-                    counted: false,
-                    balance_applied: false,
-                    intent: None,
-                    judged: false,
-                    windows: Vec::new(),
-                },
-            );
+        let (key, seen) = self.state.track(t, tr);
+        if !matches!(seen, Seen::Tracked) {
+            return;
         }
+        let Some(s) = self.state.transfers.get(&key) else {
+            return;
+        };
+        let (counted, direction, applied) = (s.counted, s.direction, s.applied);
         match tr.stage {
             Stage::Pending | Stage::Included | Stage::Confirmed => {
-                let (counted, direction, applied) = match self.state.transfers.get(&key) {
-                    Some(s) => (s.counted, s.direction, s.balance_applied),
-                    None => return,
-                };
                 if !counted {
                     if direction == Direction::Outflow {
-                        self.count_outflow(t, &key, tr.stage, found);
+                        self.count_outflow(t, &key, tr, found);
                     }
                     if let Some(s) = self.state.transfers.get_mut(&key) {
                         s.counted = true;
@@ -357,27 +521,32 @@ impl Engine {
     /// Moves balances for a transfer now in a block (or undoes that) and
     /// tells its windows, so shares are measured against the balance at the
     /// window's start.
-    fn set_applied(&mut self, key: &TransferKey, applied: bool) {
+    fn set_applied(&mut self, key: &(u16, drainguard_model::TxHash, u32), applied: bool) {
         let Some(s) = self.state.transfers.get_mut(key) else {
             return;
         };
-        if s.balance_applied == applied {
+        if s.applied == applied {
             return;
         }
-        s.balance_applied = applied;
-        let tr = s.transfer.clone();
-        let refs = s.windows.clone();
-        self.state.apply_balance(&tr, !applied);
-        for r in refs {
-            if let Some(RuleState::Windows { windows, .. }) = self.rule_state.get_mut(r.rule)
-                && let Some(w) = windows.get_mut(&r.key)
-            {
-                w.set_applied(r.seq, applied);
+        s.applied = applied;
+        let s = s.clone();
+        self.state.apply_balance(&s, !applied);
+        if let Some(from) = s.from {
+            for r in &s.windows {
+                if r.slot & DEST != 0 {
+                    continue;
+                }
+                if let Some(ss) = self.specs.get_mut(usize::from(r.slot)) {
+                    let wkey = key_of(&ss.spec, &s, from);
+                    if let Some(w) = ss.windows.get_mut(&wkey) {
+                        w.set_applied(r.seq, applied);
+                    }
+                }
             }
         }
     }
 
-    fn retract(&mut self, t: Timestamp, key: &TransferKey) {
+    fn retract(&mut self, t: Timestamp, key: &(u16, drainguard_model::TxHash, u32)) {
         self.set_applied(key, false);
         let Some(s) = self.state.transfers.get_mut(key) else {
             return;
@@ -387,311 +556,229 @@ impl Engine {
         }
         s.counted = false;
         let refs = std::mem::take(&mut s.windows);
+        let s = s.clone();
+        let Some(from) = s.from else { return };
         if s.direction == Direction::Outflow {
             self.stats.retracted += 1;
         }
         for r in refs {
-            match self.rule_state.get_mut(r.rule) {
-                Some(rs @ RuleState::Windows { .. }) => {
-                    if let RuleState::Windows { windows, .. } = rs
-                        && let Some(w) = windows.get_mut(&r.key)
-                    {
-                        w.remove(r.seq);
-                    }
-                    // Re-arm: the next crossing is a new incident.
-                    let Some(rule) = self.rules.rules.get(r.rule) else {
-                        continue;
-                    };
-                    if !window_exceeded(rs, &self.state, rule, &r.key, t).0
-                        && let RuleState::Windows { fired, .. } = rs
-                    {
-                        fired.remove(&r.key);
-                    }
+            if r.slot & DEST != 0 {
+                if let Some(RuleState::Destinations { windows, .. }) =
+                    self.rule_state.get_mut(usize::from(r.slot & !DEST))
+                    && let Some(w) = windows.get_mut(&s.to)
+                {
+                    w.remove(r.seq);
                 }
-                Some(RuleState::Destinations { windows, .. }) => {
-                    if let WindowKey::Destination(d) = &r.key
-                        && let Some(w) = windows.get_mut(d)
-                    {
-                        w.remove(r.seq);
-                    }
+                continue;
+            }
+            let spec_idx = r.slot;
+            let Some(ss) = self.specs.get_mut(usize::from(spec_idx)) else {
+                continue;
+            };
+            let wkey = key_of(&ss.spec, &s, from);
+            let Some(w) = ss.windows.get_mut(&wkey) else {
+                continue;
+            };
+            w.remove(r.seq);
+            // Re-arm every rule reading this window that is now under its
+            // limit: the next crossing is a new incident.
+            for (rule, rs) in self.rules.rules.iter().zip(self.rule_state.iter_mut()) {
+                if let RuleState::Windows { spec, fired } = rs
+                    && *spec == spec_idx
+                    && fired.contains(&wkey)
+                    && window_exceeded(w, &self.state, rule, &wkey, t).is_none()
+                {
+                    fired.remove(&wkey);
                 }
-                _ => {}
             }
         }
     }
 }
 
-/// Whether a window of a rule is over its limit now, with the figures and
-/// a one-line summary.
-fn window_exceeded(
-    rs: &mut RuleState,
-    state: &State,
+/// A finding of `rule` about `subject`, with the freeze its rule asks for.
+fn pending(
+    t: Timestamp,
     rule: &Rule,
-    key: &WindowKey,
-    now: Timestamp,
-) -> (bool, Vec<(String, String)>, String) {
-    let RuleState::Windows { windows, .. } = rs else {
-        return (false, Vec::new(), String::new());
-    };
-    let Some(w) = windows.get_mut(key) else {
-        return (false, Vec::new(), String::new());
-    };
-    w.advance(now);
-    let (sum, applied, count) = (w.sum(), w.sum_applied(), w.count());
-    let window = humantime::format_duration(w.length()).to_string();
-    match &rule.kind {
-        RuleKind::Velocity(p) => {
-            let hit = count > p.max_count;
-            let figures = vec![
-                ("outflows".to_string(), count.to_string()),
-                ("max_count".to_string(), p.max_count.to_string()),
-                ("window".to_string(), window.clone()),
-            ];
-            (
-                hit,
-                figures,
-                format!("{count} outflows in {window} (limit {})", p.max_count),
-            )
-        }
-        RuleKind::OutflowWindow(p) => {
-            let mut figures = vec![("window".to_string(), window.clone())];
-            let mut reasons = Vec::new();
-            let mut hit = false;
-            if p.per_asset {
-                let asset = match key {
-                    WindowKey::Wallet(_, _, Some(a))
-                    | WindowKey::Chain(_, Some(a))
-                    | WindowKey::Asset(_, a) => Some(a.clone()),
-                    _ => None,
-                };
-                figures.push(("outflow_base_units".to_string(), sum.to_string()));
-                if let (Some(limit), Some(bal)) = (p.max_share_bps, state.scope_balance(key)) {
-                    let start = amount_u128(bal).saturating_add(applied);
-                    let share = bps(sum, start);
-                    figures.push((
-                        "balance_at_window_start_base_units".to_string(),
-                        start.to_string(),
-                    ));
-                    figures.push(("share".to_string(), pct(share)));
-                    figures.push(("max_share".to_string(), pct(u64::from(limit))));
-                    if share > u64::from(limit) {
-                        hit = true;
-                        let a = asset.map(|a| a.to_string()).unwrap_or_default();
-                        reasons.push(format!(
-                            "{} of the {a} balance left in {window} (limit {})",
-                            pct(share),
-                            pct(u64::from(limit))
-                        ));
-                    }
-                }
-            } else {
-                figures.push((
-                    "outflow_usd".to_string(),
-                    format!("{:.2}", Usd(sum).to_f64()),
-                ));
-                if let Some(max) = p.max_usd {
-                    figures.push(("max_usd".to_string(), format!("{:.2}", Usd(max).to_f64())));
-                    if sum > max {
-                        hit = true;
-                        reasons.push(format!(
-                            "{} left in {window} (limit {})",
-                            Usd(sum),
-                            Usd(max)
-                        ));
-                    }
-                }
-                if let (Some(limit), Some(bal)) = (p.max_share_bps, state.scope_balance_usd(key)) {
-                    let start = bal.0.saturating_add(applied);
-                    let share = bps(sum, start);
-                    figures.push(("share".to_string(), pct(share)));
-                    figures.push(("max_share".to_string(), pct(u64::from(limit))));
-                    if share > u64::from(limit) {
-                        hit = true;
-                        reasons.push(format!(
-                            "{} of the balance ({}) left in {window} (limit {})",
-                            pct(share),
-                            Usd(sum),
-                            pct(u64::from(limit))
-                        ));
-                    }
-                }
-            }
-            (hit, figures, reasons.join("; "))
-        }
-        _ => (false, Vec::new(), String::new()),
+    scope: Scope,
+    subject: &Subject,
+    summary: String,
+    figures: Vec<(String, String)>,
+) -> Pending {
+    let freeze_scope = (rule.action == Action::Freeze && rule.mode == Mode::Enforce).then(|| {
+        scope_of(
+            rule.freeze_scope,
+            &subject.chain,
+            &subject.wallet,
+            &subject.asset,
+        )
+    });
+    Pending {
+        finding: Finding {
+            t,
+            rule: rule.id.clone(),
+            kind: rule.kind.name().to_string(),
+            severity: rule.severity,
+            scope,
+            chain: Some(subject.chain.clone()),
+            wallet: Some(subject.wallet.clone()),
+            summary,
+            shadow: rule.mode == Mode::Shadow,
+            wants_freeze: rule.action == Action::Freeze,
+            figures,
+            evidence: vec![subject.evidence.clone()],
+        },
+        freeze_scope,
+        evidence_key: subject.key.clone(),
     }
 }
 
 impl Engine {
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "a finding is made of exactly these parts"
-    )]
-    fn make_finding(
-        &self,
-        t: Timestamp,
-        rule: &Rule,
-        scope: Scope,
-        ts: &TransferState,
-        stage: Stage,
-        summary: String,
-        figures: Vec<(String, String)>,
-    ) -> Pending {
-        let tr = &ts.transfer;
-        let freeze_scope = (rule.action == Action::Freeze && rule.mode == Mode::Enforce)
-            .then(|| scope_of(rule.freeze_scope, &tr.chain, &tr.from, &tr.asset));
-        Pending {
-            finding: Finding {
-                t,
-                rule: rule.id.clone(),
-                kind: rule.kind.name().to_string(),
-                severity: rule.severity,
-                scope,
-                chain: Some(tr.chain.clone()),
-                wallet: Some(tr.from.clone()),
-                summary,
-                shadow: rule.mode == Mode::Shadow,
-                wants_freeze: rule.action == Action::Freeze,
-                figures,
-                evidence: vec![evidence(ts, stage)],
-            },
-            freeze_scope,
-            evidence_key: format!("{}:{}:{}", tr.chain, tr.tx_hash, tr.index),
-        }
-    }
-
-    /// Counts a newly seen (or re-included) outflow in every rule and judges
-    /// it once.
+    /// Counts a newly seen (or re-included) outflow in every window and
+    /// judges it, once, against every rule.
     fn count_outflow(
         &mut self,
         t: Timestamp,
-        key: &TransferKey,
-        stage: Stage,
+        key: &(u16, drainguard_model::TxHash, u32),
+        tr: &Transfer,
         found: &mut Vec<Pending>,
     ) {
-        let Some(ts) = self.state.transfers.get(key) else {
+        let Some(s) = self.state.transfers.get(key) else {
             return;
         };
-        let ts = ts.clone();
-        let tr = &ts.transfer;
-        let first_time = !ts.judged;
+        let s = s.clone();
+        let Some(from) = s.from else { return };
+        let first_time = !s.judged;
         self.stats.outflows += u64::from(first_time);
         let matched = if first_time {
-            let m = self.state.intents.take_match(t, tr, &self.rules.intents);
+            let m = self
+                .state
+                .take_intent(t, &s, &tr.tx_hash, &self.rules.intents);
             self.stats.matched += u64::from(m.is_some());
             m
         } else {
-            ts.intent.clone()
+            s.intent.clone()
         };
-        let balance_before = self.state.balance(&tr.chain, &tr.from, &tr.asset);
-        let share_bps = balance_before
-            .and_then(|b| tr.amount.bps_of(b))
+        let balance_before = self.state.balance(from, s.asset);
+        let share_bps = balance_before.and_then(|b| s.amount.bps_of(b)).unwrap_or(0);
+        let first_paid = self
+            .state
+            .first_paid
+            .get(s.to.0 as usize)
+            .copied()
             .unwrap_or(0);
-        let fresh_since = self.state.first_paid.get(&tr.to).copied();
         let history = self
             .state
             .history
-            .get(&(tr.chain.clone(), tr.from.clone(), tr.asset.clone()))
+            .get(&(from, s.asset))
             .copied()
             .unwrap_or_default();
-        let mut refs: Vec<WindowRef> = Vec::new();
-        let rules = std::mem::take(&mut self.rules.rules);
-        for (idx, rule) in rules.iter().enumerate() {
+
+        // Every shared window first, so each rule reads a complete total.
+        let mut refs: Vec<WindowRef> = Vec::with_capacity(self.specs.len() + 1);
+        for (i, ss) in self.specs.iter_mut().enumerate() {
+            let value = match ss.spec.value {
+                Value::Units => units(s.amount),
+                Value::Usd => s.usd.0,
+                Value::Count => 1,
+            };
+            let wkey = key_of(&ss.spec, &s, from);
+            let len = ss.spec.length;
+            let seq = ss
+                .windows
+                .entry(wkey)
+                .or_insert_with(|| SlidingWindow::new(len))
+                .push(t, value);
+            refs.push(WindowRef {
+                slot: u16::try_from(i).unwrap_or(u16::MAX),
+                seq,
+            });
+        }
+
+        for (idx, rule) in self.rules.rules.iter().enumerate() {
             if !rule.applies_to(&tr.chain) {
                 continue;
             }
-            let scope = scope_of(rule.scope, &tr.chain, &tr.from, &tr.asset);
-            match &rule.kind {
-                RuleKind::UnmatchedOutflow(p) => {
-                    let applies = p.intents == IntentsMode::Always
-                        || self.state.intents.connected(&tr.chain, &tr.from);
+            let scope = || scope_of(rule.scope, &tr.chain, &tr.from, &tr.asset);
+            match (&rule.kind, &mut self.rule_state[idx]) {
+                (RuleKind::UnmatchedOutflow(p), _) => {
+                    let applies =
+                        p.intents == IntentsMode::Always || self.state.wallet_connected(from);
                     if first_time && matched.is_none() && applies {
                         let summary = format!(
                             "{} {} ({}) left {} to {} with no matching withdrawal intent",
                             tr.amount.to_decimal_string(tr.decimals),
                             tr.asset,
-                            ts.usd,
+                            s.usd,
                             tr.from,
                             tr.to
                         );
                         let figures = vec![
-                            ("usd".to_string(), format!("{:.2}", ts.usd.to_f64())),
-                            ("stage".to_string(), stage.as_str().to_string()),
+                            ("usd".to_string(), format!("{:.2}", s.usd.to_f64())),
+                            ("stage".to_string(), tr.stage.as_str().to_string()),
                         ];
-                        found.push(self.make_finding(t, rule, scope, &ts, stage, summary, figures));
+                        let sub = Subject::of_transfer(tr, s.usd);
+                        found.push(pending(t, rule, scope(), &sub, summary, figures));
                     }
                 }
-                RuleKind::Denylist(p) => {
-                    if first_time && p.addresses.contains(&tr.to) {
-                        let summary = format!(
-                            "{} {} ({}) sent to denylisted {}",
-                            tr.amount.to_decimal_string(tr.decimals),
-                            tr.asset,
-                            ts.usd,
-                            tr.to
-                        );
-                        found.push(self.make_finding(
-                            t,
-                            rule,
-                            scope,
-                            &ts,
-                            stage,
-                            summary,
-                            vec![("destination".to_string(), tr.to.to_string())],
-                        ));
-                    }
+                (RuleKind::Denylist(p), _) if first_time && p.addresses.contains(&tr.to) => {
+                    let summary = format!(
+                        "{} {} ({}) sent to denylisted {}",
+                        tr.amount.to_decimal_string(tr.decimals),
+                        tr.asset,
+                        s.usd,
+                        tr.to
+                    );
+                    let sub = Subject::of_transfer(tr, s.usd);
+                    found.push(pending(
+                        t,
+                        rule,
+                        scope(),
+                        &sub,
+                        summary,
+                        vec![("destination".to_string(), tr.to.to_string())],
+                    ));
                 }
-                RuleKind::OutflowWindow(_) | RuleKind::Velocity(_) => {
-                    let (per_asset, value) = match &rule.kind {
-                        RuleKind::OutflowWindow(p) if p.per_asset => (true, amount_u128(tr.amount)),
-                        RuleKind::OutflowWindow(_) => (false, ts.usd.0),
-                        _ => (false, 1),
-                    };
-                    let wkey = window_key(rule.scope, tr, per_asset);
-                    let len = rule_window(rule);
-                    let seq = match self.rule_state.get_mut(idx) {
-                        Some(RuleState::Windows { windows, .. }) => windows
-                            .entry(wkey.clone())
-                            .or_insert_with(|| SlidingWindow::new(len))
-                            .push(t, value),
-                        _ => continue,
-                    };
-                    refs.push(WindowRef {
-                        rule: idx,
-                        key: wkey.clone(),
-                        seq,
-                    });
-                    let Some(rs) = self.rule_state.get_mut(idx) else {
+                (
+                    RuleKind::OutflowWindow(_) | RuleKind::Velocity(_),
+                    RuleState::Windows { spec, fired },
+                ) => {
+                    let Some(ss) = self.specs.get_mut(usize::from(*spec)) else {
                         continue;
                     };
-                    let (hit, figures, summary) = window_exceeded(rs, &self.state, rule, &wkey, t);
-                    if let Some(RuleState::Windows { fired, .. }) = self.rule_state.get_mut(idx) {
-                        if !hit {
+                    let wkey = key_of(&ss.spec, &s, from);
+                    let Some(w) = ss.windows.get_mut(&wkey) else {
+                        continue;
+                    };
+                    match window_exceeded(w, &self.state, rule, &wkey, t) {
+                        None => {
                             fired.remove(&wkey);
-                        } else if fired.insert(wkey) {
-                            found.push(
-                                self.make_finding(t, rule, scope, &ts, stage, summary, figures),
-                            );
+                        }
+                        Some((figures, summary)) => {
+                            if fired.insert(wkey) {
+                                let sub = Subject::of_transfer(tr, s.usd);
+                                let p = pending(t, rule, scope(), &sub, summary, figures);
+                                found.push(p);
+                            }
                         }
                     }
                 }
-                RuleKind::NewDestination(p) => {
-                    let fresh = fresh_since.is_none_or(|t0| t.minus(p.fresh_for) < t0);
+                (RuleKind::NewDestination(p), rs) => {
+                    let fresh = first_paid == 0 || t.minus(p.fresh_for).0 < first_paid;
                     if first_time
                         && fresh
                         && let Some(large) = p.large_share_bps
                     {
                         let multiple_ok = history.count < p.history_min || {
                             let scaled = (p.large_multiple * 1000.0).round() as u128;
-                            U256::from(amount_u128(tr.amount)) * U256::from(1000u32)
-                                >= U256::from(amount_u128(history.max)) * U256::from(scaled)
+                            U256::from(units(s.amount)) * U256::from(1000u32)
+                                >= U256::from(units(history.max)) * U256::from(scaled)
                         };
                         if share_bps >= large && multiple_ok {
                             let summary = format!(
                                 "{} {} ({}, {} of the wallet's balance) sent to {}, an address never paid before",
                                 tr.amount.to_decimal_string(tr.decimals),
                                 tr.asset,
-                                ts.usd,
+                                s.usd,
                                 pct(u64::from(share_bps)),
                                 tr.to
                             );
@@ -704,81 +791,67 @@ impl Engine {
                                 ),
                                 ("earlier_outflows".to_string(), history.count.to_string()),
                             ];
-                            found.push(self.make_finding(
-                                t,
-                                rule,
-                                scope.clone(),
-                                &ts,
-                                stage,
-                                summary,
-                                figures,
-                            ));
+                            let sub = Subject::of_transfer(tr, s.usd);
+                            found.push(pending(t, rule, scope(), &sub, summary, figures));
                         }
                     }
-                    if p.min_sources.is_some() || p.repeat_count.is_some() {
-                        let Some(RuleState::Destinations { windows, fired }) =
-                            self.rule_state.get_mut(idx)
-                        else {
-                            continue;
-                        };
-                        let dw = windows
-                            .entry(tr.to.clone())
-                            .or_insert_with(DestWindow::default);
-                        let seq =
-                            dw.push(t, (tr.chain.clone(), tr.from.clone()), share_bps, p.window);
-                        refs.push(WindowRef {
-                            rule: idx,
-                            key: WindowKey::Destination(tr.to.clone()),
-                            seq,
-                        });
-                        let s = dw.summary(t, p.window);
-                        let converging = fresh
-                            && s.total_share_bps >= u64::from(p.min_total_share_bps)
-                            && (p.min_sources.is_some_and(|m| s.sources >= m)
-                                || p.repeat_count.is_some_and(|r| s.payments >= r));
-                        if !converging {
-                            fired.remove(&tr.to);
-                        } else if fired.insert(tr.to.clone()) {
-                            let window = humantime::format_duration(p.window);
-                            let summary = format!(
-                                "{} received {} payments from {} hot wallet(s) in {window}, {} of their balances, within {} of first being paid",
-                                tr.to,
-                                s.payments,
-                                s.sources,
-                                pct(s.total_share_bps),
-                                humantime::format_duration(p.fresh_for)
-                            );
-                            let figures = vec![
-                                ("payments".to_string(), s.payments.to_string()),
-                                ("sources".to_string(), s.sources.to_string()),
-                                ("total_share".to_string(), pct(s.total_share_bps)),
-                            ];
-                            found.push(
-                                self.make_finding(t, rule, scope, &ts, stage, summary, figures),
-                            );
-                        }
+                    if p.min_sources.is_none() && p.repeat_count.is_none() {
+                        continue;
+                    }
+                    let RuleState::Destinations { windows, fired } = rs else {
+                        continue;
+                    };
+                    let dw = windows.entry(s.to).or_insert_with(DestWindow::default);
+                    let seq = dw.push(t, from, share_bps, p.window);
+                    refs.push(WindowRef {
+                        slot: DEST | u16::try_from(idx).unwrap_or(0),
+                        seq,
+                    });
+                    let sum = dw.summary(t, p.window);
+                    let converging = fresh
+                        && sum.total_share_bps >= u64::from(p.min_total_share_bps)
+                        && (p.min_sources.is_some_and(|m| sum.sources >= m)
+                            || p.repeat_count.is_some_and(|r| sum.payments >= r));
+                    if !converging {
+                        fired.remove(&s.to);
+                    } else if fired.insert(s.to) {
+                        let summary = format!(
+                            "{} received {} payments from {} hot wallet(s) in {}, {} of their balances, within {} of first being paid",
+                            tr.to,
+                            sum.payments,
+                            sum.sources,
+                            humantime::format_duration(p.window),
+                            pct(sum.total_share_bps),
+                            humantime::format_duration(p.fresh_for)
+                        );
+                        let figures = vec![
+                            ("payments".to_string(), sum.payments.to_string()),
+                            ("sources".to_string(), sum.sources.to_string()),
+                            ("total_share".to_string(), pct(sum.total_share_bps)),
+                        ];
+                        let sub = Subject::of_transfer(tr, s.usd);
+                        found.push(pending(t, rule, scope(), &sub, summary, figures));
                     }
                 }
-                RuleKind::Correlation(_) => {}
+                _ => {}
             }
         }
-        self.rules.rules = rules;
         if first_time {
-            self.state.first_paid.entry(tr.to.clone()).or_insert(t);
-            let h = self
-                .state
-                .history
-                .entry((tr.chain.clone(), tr.from.clone(), tr.asset.clone()))
-                .or_default();
+            if let Some(fp) = self.state.first_paid.get_mut(s.to.0 as usize)
+                && *fp == 0
+            {
+                *fp = t.0.max(1);
+            }
+            let h = self.state.history.entry((from, s.asset)).or_default();
             h.count += 1;
-            if tr.amount > h.max {
-                h.max = tr.amount;
+            if s.amount > h.max {
+                h.max = s.amount;
             }
         }
-        if let Some(s) = self.state.transfers.get_mut(key) {
-            s.judged = true;
-            s.intent = matched;
-            s.windows = refs;
+        if let Some(st) = self.state.transfers.get_mut(key) {
+            st.judged = true;
+            st.intent = matched;
+            st.windows = refs;
         }
     }
 
@@ -788,51 +861,52 @@ impl Engine {
         a: &drainguard_model::Approval,
         found: &mut Vec<Pending>,
     ) {
-        if !self.state.is_hot(&a.chain, &a.owner) {
+        let chain = self.state.chain_id(&a.chain);
+        let owner = self
+            .state
+            .addrs
+            .get(&a.owner)
+            .and_then(|id| self.state.wallet(chain, id));
+        if !owner.is_some_and(|w| self.state.is_hot(w)) {
             return;
         }
         for rule in &self.rules.rules {
-            if let RuleKind::Denylist(p) = &rule.kind
-                && rule.applies_to(&a.chain)
-                && p.addresses.contains(&a.spender)
-            {
-                let ts = TransferState {
-                    transfer: Transfer {
-                        chain: a.chain.clone(),
-                        tx_hash: a.tx_hash.clone(),
-                        index: 0,
-                        stage: Stage::Pending,
-                        block: None,
-                        from: a.owner.clone(),
-                        to: a.spender.clone(),
-                        asset: a.asset.clone(),
-                        token: None,
-                        amount: a.amount,
-                        decimals: 0,
-                    },
-                    direction: Direction::Outflow,
-                    usd: Usd::ZERO,
-                    counted: false,
-                    balance_applied: false,
-                    intent: None,
-                    judged: true,
-                    windows: Vec::new(),
-                };
-                let scope = scope_of(rule.scope, &a.chain, &a.owner, &a.asset);
-                let summary = format!(
-                    "{} approved denylisted spender {} for {}",
-                    a.owner, a.spender, a.asset
-                );
-                found.push(self.make_finding(
-                    t,
-                    rule,
-                    scope,
-                    &ts,
-                    Stage::Pending,
-                    summary,
-                    vec![("spender".to_string(), a.spender.to_string())],
-                ));
+            let RuleKind::Denylist(p) = &rule.kind else {
+                continue;
+            };
+            if !rule.applies_to(&a.chain) || !p.addresses.contains(&a.spender) {
+                continue;
             }
+            let subject = Subject {
+                chain: a.chain.clone(),
+                wallet: a.owner.clone(),
+                asset: a.asset.clone(),
+                evidence: Evidence {
+                    chain: a.chain.clone(),
+                    tx_hash: a.tx_hash.clone(),
+                    index: 0,
+                    stage: "approval".to_string(),
+                    from: a.owner.clone(),
+                    to: a.spender.clone(),
+                    asset: a.asset.clone(),
+                    amount: a.amount.to_string(),
+                    usd: 0.0,
+                },
+                key: format!("{}:{}:approval", a.chain, a.tx_hash),
+            };
+            let scope = scope_of(rule.scope, &a.chain, &a.owner, &a.asset);
+            let summary = format!(
+                "{} approved denylisted spender {} for {}",
+                a.owner, a.spender, a.asset
+            );
+            found.push(pending(
+                t,
+                rule,
+                scope,
+                &subject,
+                summary,
+                vec![("spender".to_string(), a.spender.to_string())],
+            ));
         }
     }
 
@@ -860,14 +934,10 @@ impl Engine {
             let mut chains: Vec<&Chain> = Vec::new();
             let mut wallets: Vec<&(Chain, Address)> = Vec::new();
             for (_, c, w) in recent.iter() {
-                if let Some(c) = c
-                    && !chains.contains(&c)
-                {
+                if let Some(c) = c.as_ref().filter(|c| !chains.contains(c)) {
                     chains.push(c);
                 }
-                if let Some(w) = w
-                    && !wallets.contains(&w)
-                {
+                if let Some(w) = w.as_ref().filter(|w| !wallets.contains(w)) {
                     wallets.push(w);
                 }
             }

@@ -15,6 +15,7 @@
 
 mod config;
 mod engine;
+mod intern;
 mod rules;
 mod state;
 mod window;

@@ -1,14 +1,16 @@
 //! Per-rule state: the windows each rule keeps and the small structures
 //! behind `new_destination` and `correlation`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use drainguard_model::{Address, Chain, Timestamp};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
-    state::WindowKey,
-    window::{Seq, SlidingWindow},
+    intern::AddrId,
+    state::{WalletIdx, WindowKey},
+    window::Seq,
 };
 
 /// The state one rule keeps between events.
@@ -16,16 +18,17 @@ use crate::{
 pub(crate) enum RuleState {
     /// Rules that judge each transaction alone.
     Stateless,
-    /// `outflow_window` and `velocity`: a window per scope key, and the keys
-    /// whose limit is crossed right now (one finding per crossing).
+    /// `outflow_window` and `velocity`: the shared window spec they read,
+    /// and the keys whose limit is crossed right now (one finding per
+    /// crossing).
     Windows {
-        windows: HashMap<WindowKey, SlidingWindow>,
-        fired: HashSet<WindowKey>,
+        spec: u16,
+        fired: FxHashSet<WindowKey>,
     },
     /// `new_destination`: the recent payments to each fresh destination.
     Destinations {
-        windows: HashMap<Address, DestWindow>,
-        fired: HashSet<Address>,
+        windows: FxHashMap<AddrId, DestWindow>,
+        fired: FxHashSet<AddrId>,
     },
     /// `correlation`: recent qualifying findings.
     Correlation {
@@ -42,7 +45,7 @@ pub(crate) type Correlated = (Timestamp, Option<Chain>, Option<(Chain, Address)>
 #[derive(Debug, Clone)]
 pub(crate) struct Payment {
     pub(crate) t: Timestamp,
-    pub(crate) source: (Chain, Address),
+    pub(crate) source: WalletIdx,
     pub(crate) share_bps: u32,
     live: bool,
 }
@@ -74,7 +77,7 @@ impl DestWindow {
     pub(crate) fn push(
         &mut self,
         t: Timestamp,
-        source: (Chain, Address),
+        source: WalletIdx,
         share_bps: u32,
         length: Duration,
     ) -> Seq {
@@ -100,13 +103,13 @@ impl DestWindow {
 
     pub(crate) fn summary(&mut self, now: Timestamp, length: Duration) -> DestSummary {
         self.expire(now, length);
-        let mut sources: Vec<&(Chain, Address)> = Vec::new();
+        let mut sources: Vec<WalletIdx> = Vec::new();
         let (mut payments, mut total) = (0u32, 0u64);
         for p in self.entries.iter().filter(|p| p.live) {
             payments += 1;
             total += u64::from(p.share_bps);
-            if !sources.contains(&&p.source) {
-                sources.push(&p.source);
+            if !sources.contains(&p.source) {
+                sources.push(p.source);
             }
         }
         DestSummary {

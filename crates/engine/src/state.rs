@@ -1,18 +1,32 @@
-//! What the engine knows about the world: the exchange's wallets, their
-//! balances, prices, open withdrawal intents, and every transfer it is
-//! still tracking.
+//! What the engine knows about the world, in compact form: interned
+//! chains, assets and addresses; the exchange's wallets and their
+//! balances; prices; open withdrawal intents; the transfers still being
+//! tracked; and what each wallet has paid before.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
+    sync::Arc,
     time::Duration,
 };
 
 use drainguard_model::{
-    Address, Amount, Asset, BalanceObs, Chain, Intent, Price, Timestamp, Transfer, TransferKey,
-    TxHash, Usd, WalletRole,
+    Address, Amount, Asset, BalanceObs, Chain, Intent, Price, Stage, Timestamp, Transfer, TxHash,
+    Usd, WalletRole,
+};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::{
+    config::IntentMatching,
+    intern::{AddrId, AddrTable},
+    window::Seq,
 };
 
-use crate::{config::IntentMatching, window::Seq};
+/// A chain's dense id.
+pub(crate) type ChainId = u16;
+/// An asset's dense id.
+pub(crate) type AssetId = u16;
+/// A wallet's index in [`State::wallets`].
+pub(crate) type WalletIdx = u32;
 
 /// Which way a transfer moves money relative to the exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,78 +41,92 @@ pub(crate) enum Direction {
     Unrelated,
 }
 
-/// A reference to one entry of one rule's window, for retraction.
-#[derive(Debug, Clone)]
+/// The key of one window: integers only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum WindowKey {
+    Wallet(WalletIdx, Option<AssetId>),
+    Asset(ChainId, AssetId),
+    Chain(ChainId, Option<AssetId>),
+    Global,
+}
+
+/// Where a transfer sits in one shared window, for retraction.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct WindowRef {
-    pub(crate) rule: usize,
-    pub(crate) key: WindowKey,
+    /// The window spec (see `Engine::specs`), or a destination rule.
+    pub(crate) slot: u16,
     pub(crate) seq: Seq,
 }
 
-/// The key of one window of one rule.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum WindowKey {
-    Wallet(Chain, Address, Option<Asset>),
-    Asset(Chain, Asset),
-    Chain(Chain, Option<Asset>),
-    Global,
-    Destination(Address),
-}
-
-/// Everything the engine remembers about one transfer.
+/// What the engine keeps about a transfer until it is final.
 #[derive(Debug, Clone)]
 pub(crate) struct TransferState {
-    pub(crate) transfer: Transfer,
+    pub(crate) first_seen: Timestamp,
+    pub(crate) chain: ChainId,
+    pub(crate) from_addr: Option<AddrId>,
+    pub(crate) asset: AssetId,
+    pub(crate) from: Option<WalletIdx>,
+    pub(crate) to_wallet: Option<WalletIdx>,
+    pub(crate) to: AddrId,
     pub(crate) direction: Direction,
+    pub(crate) amount: Amount,
     pub(crate) usd: Usd,
-    /// Counted in windows right now (not retracted).
     pub(crate) counted: bool,
-    /// Its amount is reflected in the tracked balances.
-    pub(crate) balance_applied: bool,
-    /// The intent it matched, if any.
-    pub(crate) intent: Option<String>,
-    /// Per-transaction rules have already judged it (never twice).
+    pub(crate) applied: bool,
     pub(crate) judged: bool,
+    pub(crate) intent: Option<Arc<str>>,
     pub(crate) windows: Vec<WindowRef>,
+}
+
+/// A wallet of the exchange.
+#[derive(Debug, Clone)]
+pub(crate) struct Wallet {
+    pub(crate) chain: ChainId,
+    pub(crate) address: Address,
+    pub(crate) addr: AddrId,
+    pub(crate) role: WalletRole,
+    /// Assets with a known balance.
+    pub(crate) assets: Vec<AssetId>,
+}
+
+/// The payment history of one wallet in one asset.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct History {
+    pub(crate) count: u64,
+    pub(crate) max: Amount,
 }
 
 #[derive(Debug, Clone)]
 struct OpenIntent {
-    id: String,
+    id: Arc<str>,
     t: Timestamp,
     amount: Amount,
     used: bool,
 }
 
-type IntentKey = (Chain, Address, Address, Asset);
+type IntentKey = (ChainId, AddrId, AddrId, AssetId);
 
 /// Open withdrawal intents, indexed for matching.
 #[derive(Debug, Default)]
 pub(crate) struct IntentBook {
-    by_fields: HashMap<IntentKey, VecDeque<OpenIntent>>,
-    by_hash: HashMap<(Chain, TxHash), (IntentKey, String)>,
-    connected: HashSet<(Chain, Address)>,
+    by_fields: FxHashMap<IntentKey, VecDeque<OpenIntent>>,
+    by_hash: HashMap<(ChainId, TxHash), (IntentKey, Arc<str>), foldhash::fast::RandomState>,
+    connected: FxHashSet<(ChainId, AddrId)>,
     pub(crate) open: usize,
 }
 
 impl IntentBook {
-    pub(crate) fn add(&mut self, t: Timestamp, i: &Intent) {
-        let key = (
-            i.chain.clone(),
-            i.wallet.clone(),
-            i.to.clone(),
-            i.asset.clone(),
-        );
+    fn add(&mut self, t: Timestamp, key: IntentKey, i: &Intent) {
+        let id: Arc<str> = Arc::from(i.id.as_str());
         if let Some(h) = &i.tx_hash {
-            self.by_hash
-                .insert((i.chain.clone(), h.clone()), (key.clone(), i.id.clone()));
+            self.by_hash.insert((key.0, h.clone()), (key, id.clone()));
         }
-        self.connected.insert((i.chain.clone(), i.wallet.clone()));
+        self.connected.insert((key.0, key.1));
         self.by_fields
             .entry(key)
             .or_default()
             .push_back(OpenIntent {
-                id: i.id.clone(),
+                id,
                 t,
                 amount: i.amount,
                 used: false,
@@ -107,54 +135,52 @@ impl IntentBook {
     }
 
     /// Whether intents have been seen for this wallet.
-    pub(crate) fn connected(&self, chain: &Chain, wallet: &Address) -> bool {
-        self.connected.contains(&(chain.clone(), wallet.clone()))
+    pub(crate) fn connected(&self, chain: ChainId, wallet: AddrId) -> bool {
+        self.connected.contains(&(chain, wallet))
     }
 
     /// Finds and consumes the intent an outflow first seen at `now`
     /// matches: by tx hash, else the earliest open intent with the same
     /// fields and an amount within tolerance.
-    pub(crate) fn take_match(
+    fn take_match(
         &mut self,
         now: Timestamp,
-        tr: &Transfer,
+        key: IntentKey,
+        tx: &TxHash,
+        amount: Amount,
         m: &IntentMatching,
-    ) -> Option<String> {
+    ) -> Option<Arc<str>> {
         let live = |i: &OpenIntent| !i.used && i.t <= now && now <= i.t.plus(m.match_window);
-        if let Some((key, id)) = self.by_hash.remove(&(tr.chain.clone(), tr.tx_hash.clone()))
-            && let Some(q) = self.by_fields.get_mut(&key)
-            && let Some(i) = q.iter_mut().find(|i| i.id == id && live(i))
+        if !self.by_hash.is_empty()
+            && let Some((hkey, id)) = self.by_hash.remove(&(key.0, tx.clone()))
+            && let Some(i) = self
+                .by_fields
+                .get_mut(&hkey)
+                .and_then(|q| q.iter_mut().find(|i| i.id == id && live(i)))
         {
             i.used = true;
             self.open -= 1;
             return Some(id);
         }
-        let key = (
-            tr.chain.clone(),
-            tr.from.clone(),
-            tr.to.clone(),
-            tr.asset.clone(),
-        );
         let q = self.by_fields.get_mut(&key)?;
         while let Some(front) = q.front() {
-            if front.used || front.t.plus(m.match_window) < now {
-                if !front.used {
-                    self.open -= 1;
-                }
-                q.pop_front();
-            } else {
+            if !front.used && front.t.plus(m.match_window) >= now {
                 break;
             }
+            if !front.used {
+                self.open -= 1;
+            }
+            q.pop_front();
         }
-        let tolerance = |i: &OpenIntent| {
-            let diff = if i.amount > tr.amount {
-                i.amount.saturating_sub(tr.amount)
+        let within = |i: &OpenIntent| {
+            let diff = if i.amount > amount {
+                i.amount.saturating_sub(amount)
             } else {
-                tr.amount.saturating_sub(i.amount)
+                amount.saturating_sub(i.amount)
             };
             diff <= i.amount.share_bps(m.tolerance_bps)
         };
-        let found = q.iter_mut().find(|i| live(i) && tolerance(i))?;
+        let found = q.iter_mut().find(|i| live(i) && within(i))?;
         found.used = true;
         self.open -= 1;
         let id = found.id.clone();
@@ -165,14 +191,12 @@ impl IntentBook {
     }
 
     /// Drops intents that can no longer match anything.
-    pub(crate) fn prune(&mut self, now: Timestamp, m: &IntentMatching) {
+    fn prune(&mut self, now: Timestamp, m: &IntentMatching) {
         let mut expired = 0usize;
         self.by_fields.retain(|_, q| {
             q.retain(|i| {
                 let keep = !i.used && now <= i.t.plus(m.match_window);
-                if !keep && !i.used {
-                    expired += 1;
-                }
+                expired += usize::from(!keep && !i.used);
                 keep
             });
             !q.is_empty()
@@ -184,155 +208,317 @@ impl IntentBook {
     }
 }
 
-/// A wallet of the exchange.
-#[derive(Debug, Clone)]
-pub(crate) struct WalletInfo {
-    pub(crate) role: WalletRole,
-}
-
-/// The payment history of one wallet in one asset.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct History {
-    pub(crate) count: u64,
-    pub(crate) max: Amount,
-}
+type TransferMapKey = (ChainId, TxHash, u32);
 
 /// The world as the engine sees it.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub(crate) wallets: HashMap<(Chain, Address), WalletInfo>,
-    /// Hot wallets per chain, for scope balances.
-    pub(crate) hot_by_chain: HashMap<Chain, Vec<Address>>,
-    pub(crate) balances: HashMap<(Chain, Address, Asset), (Amount, u8)>,
-    pub(crate) prices: HashMap<Asset, Price>,
+    pub(crate) chains: Vec<Chain>,
+    chain_ids: FxHashMap<Chain, ChainId>,
+    pub(crate) assets: Vec<Asset>,
+    asset_ids: FxHashMap<Asset, AssetId>,
+    pub(crate) addrs: AddrTable,
+    pub(crate) wallets: Vec<Wallet>,
+    wallet_idx: FxHashMap<(ChainId, AddrId), WalletIdx>,
+    /// Exact balances of (wallet, asset), with the asset's decimals.
+    pub(crate) balances: FxHashMap<(WalletIdx, AssetId), (Amount, u8)>,
+    /// The same, summed over the hot wallets of a chain.
+    pub(crate) chain_balances: FxHashMap<(ChainId, AssetId), Amount>,
+    pub(crate) prices: Vec<Price>,
     pub(crate) intents: IntentBook,
-    pub(crate) transfers: HashMap<TransferKey, TransferState>,
-    /// Transfers in the order first seen, for pruning.
-    pub(crate) transfer_order: VecDeque<(Timestamp, TransferKey)>,
-    /// When each destination was first paid by a hot wallet.
-    pub(crate) first_paid: HashMap<Address, Timestamp>,
-    pub(crate) history: HashMap<(Chain, Address, Asset), History>,
-    pub(crate) heads: HashMap<Chain, (u64, Timestamp)>,
+    pub(crate) transfers: HashMap<TransferMapKey, TransferState, foldhash::fast::RandomState>,
+    /// When each address was first paid by a hot wallet (0: never).
+    pub(crate) first_paid: Vec<i64>,
+    pub(crate) history: FxHashMap<(WalletIdx, AssetId), History>,
+}
+
+/// How a transfer record relates to what the engine already knows.
+pub(crate) enum Seen {
+    /// Tracked: its state is in `transfers`.
+    Tracked,
+    /// A retraction of something unknown.
+    Unknown,
 }
 
 impl State {
-    pub(crate) fn declare_wallet(&mut self, chain: &Chain, address: &Address, role: WalletRole) {
-        let prev = self
-            .wallets
-            .insert((chain.clone(), address.clone()), WalletInfo { role });
-        let hot = self.hot_by_chain.entry(chain.clone()).or_default();
-        hot.retain(|a| a != address);
-        if role == WalletRole::Hot {
-            hot.push(address.clone());
+    pub(crate) fn chain_id(&mut self, c: &Chain) -> ChainId {
+        if let Some(&id) = self.chain_ids.get(c) {
+            return id;
         }
-        let _ = prev;
+        let id = ChainId::try_from(self.chains.len()).unwrap_or(ChainId::MAX);
+        self.chains.push(c.clone());
+        self.chain_ids.insert(c.clone(), id);
+        id
     }
 
-    pub(crate) fn set_balance(&mut self, b: &BalanceObs) {
-        self.balances.insert(
-            (b.chain.clone(), b.wallet.clone(), b.asset.clone()),
-            (b.amount, b.decimals),
-        );
+    pub(crate) fn asset_id(&mut self, a: &Asset) -> AssetId {
+        if let Some(&id) = self.asset_ids.get(a) {
+            return id;
+        }
+        let id = AssetId::try_from(self.assets.len()).unwrap_or(AssetId::MAX);
+        self.assets.push(a.clone());
+        self.prices.push(Price::default());
+        self.asset_ids.insert(a.clone(), id);
+        id
     }
 
-    pub(crate) fn is_hot(&self, chain: &Chain, a: &Address) -> bool {
+    pub(crate) fn set_price(&mut self, a: &Asset, p: Price) {
+        let id = self.asset_id(a);
+        self.prices[usize::from(id)] = p;
+    }
+
+    pub(crate) fn price(&self, a: AssetId) -> Price {
+        self.prices.get(usize::from(a)).copied().unwrap_or_default()
+    }
+
+    pub(crate) fn wallet(&self, chain: ChainId, addr: AddrId) -> Option<WalletIdx> {
+        self.wallet_idx.get(&(chain, addr)).copied()
+    }
+
+    pub(crate) fn is_hot(&self, w: WalletIdx) -> bool {
         self.wallets
-            .get(&(chain.clone(), a.clone()))
+            .get(w as usize)
             .is_some_and(|w| w.role == WalletRole::Hot)
     }
 
-    pub(crate) fn is_ours(&self, chain: &Chain, a: &Address) -> bool {
-        self.wallets.contains_key(&(chain.clone(), a.clone()))
+    pub(crate) fn declare_wallet(
+        &mut self,
+        chain: &Chain,
+        address: &Address,
+        role: WalletRole,
+    ) -> WalletIdx {
+        let c = self.chain_id(chain);
+        let (a, _) = self.addrs.intern(address);
+        self.grow_first_paid();
+        if let Some(w) = self.wallet(c, a) {
+            // A role change moves the wallet's balances in or out of the
+            // chain's hot total.
+            let old = self.wallets[w as usize].role;
+            if old != role {
+                let assets = self.wallets[w as usize].assets.clone();
+                for asset in assets {
+                    if let Some((amount, _)) = self.balances.get(&(w, asset)).copied() {
+                        let total = self.chain_balances.entry((c, asset)).or_default();
+                        *total = if role == WalletRole::Hot {
+                            total.saturating_add(amount)
+                        } else {
+                            total.saturating_sub(amount)
+                        };
+                    }
+                }
+                self.wallets[w as usize].role = role;
+            }
+            return w;
+        }
+        let w = WalletIdx::try_from(self.wallets.len()).unwrap_or(WalletIdx::MAX);
+        self.wallets.push(Wallet {
+            chain: c,
+            address: address.clone(),
+            addr: a,
+            role,
+            assets: Vec::new(),
+        });
+        self.wallet_idx.insert((c, a), w);
+        w
     }
 
-    pub(crate) fn direction(&self, tr: &Transfer) -> Direction {
-        let from_ours = self.is_ours(&tr.chain, &tr.from);
-        let to_ours = self.is_ours(&tr.chain, &tr.to);
-        match (from_ours, to_ours) {
-            (true, true) => Direction::Internal,
-            (true, false) if self.is_hot(&tr.chain, &tr.from) => Direction::Outflow,
-            (false, true) => Direction::Inflow,
-            _ => Direction::Unrelated,
+    fn grow_first_paid(&mut self) {
+        if self.first_paid.len() < self.addrs.len() {
+            self.first_paid.resize(self.addrs.len(), 0);
         }
     }
 
-    pub(crate) fn price(&self, asset: &Asset) -> Price {
-        self.prices.get(asset).copied().unwrap_or_default()
+    /// Interns an address that is paid or named, keeping `first_paid` in
+    /// step with the table.
+    pub(crate) fn intern(&mut self, a: &Address) -> AddrId {
+        let (id, new) = self.addrs.intern(a);
+        if new {
+            self.grow_first_paid();
+        }
+        id
     }
 
-    pub(crate) fn balance(&self, chain: &Chain, wallet: &Address, asset: &Asset) -> Option<Amount> {
-        self.balances
-            .get(&(chain.clone(), wallet.clone(), asset.clone()))
-            .map(|(a, _)| *a)
+    fn put_balance(&mut self, w: WalletIdx, asset: AssetId, amount: Amount, decimals: u8) {
+        let old = self.balances.insert((w, asset), (amount, decimals));
+        let wallet = &mut self.wallets[w as usize];
+        if old.is_none() {
+            wallet.assets.push(asset);
+        }
+        if wallet.role == WalletRole::Hot {
+            let total = self
+                .chain_balances
+                .entry((wallet.chain, asset))
+                .or_default();
+            if let Some((prev, _)) = old {
+                *total = total.saturating_sub(prev);
+            }
+            *total = total.saturating_add(amount);
+        }
+    }
+
+    pub(crate) fn set_balance(&mut self, b: &BalanceObs) {
+        let c = self.chain_id(&b.chain);
+        let asset = self.asset_id(&b.asset);
+        let a = self.intern(&b.wallet);
+        if let Some(w) = self.wallet(c, a) {
+            self.put_balance(w, asset, b.amount, b.decimals);
+        }
+    }
+
+    pub(crate) fn balance(&self, w: WalletIdx, asset: AssetId) -> Option<Amount> {
+        self.balances.get(&(w, asset)).map(|(a, _)| *a)
     }
 
     /// Moves the tracked balances of the exchange's wallets by a transfer
-    /// (`sign` false undoes it). Unknown balances stay unknown.
-    pub(crate) fn apply_balance(&mut self, tr: &Transfer, undo: bool) {
-        for (addr, outgoing) in [(&tr.from, true), (&tr.to, false)] {
-            let key = (tr.chain.clone(), addr.clone(), tr.asset.clone());
-            if let Some((bal, _)) = self.balances.get_mut(&key) {
-                *bal = if outgoing != undo {
-                    bal.saturating_sub(tr.amount)
-                } else {
-                    bal.saturating_add(tr.amount)
-                };
-            }
+    /// (`undo` reverses it). Unknown balances stay unknown.
+    pub(crate) fn apply_balance(&mut self, s: &TransferState, undo: bool) {
+        for (w, outgoing) in [(s.from, true), (s.to_wallet, false)] {
+            let Some(w) = w else { continue };
+            let Some((bal, decimals)) = self.balances.get(&(w, s.asset)).copied() else {
+                continue;
+            };
+            let new = if outgoing != undo {
+                bal.saturating_sub(s.amount)
+            } else {
+                bal.saturating_add(s.amount)
+            };
+            self.put_balance(w, s.asset, new, decimals);
         }
     }
 
-    /// The balance of an asset over the hot wallets of a scope, exact.
+    /// The exact balance of an asset over the hot wallets of a scope.
     pub(crate) fn scope_balance(&self, key: &WindowKey) -> Option<Amount> {
-        match key {
-            WindowKey::Wallet(c, w, Some(a)) => self.balance(c, w, a),
+        match *key {
+            WindowKey::Wallet(w, Some(a)) => self.balance(w, a),
             WindowKey::Asset(c, a) | WindowKey::Chain(c, Some(a)) => {
-                let hot = self.hot_by_chain.get(c)?;
-                let mut total: Option<Amount> = None;
-                for w in hot {
-                    if let Some(b) = self.balance(c, w, a) {
-                        total = Some(total.unwrap_or_default().saturating_add(b));
-                    }
-                }
-                total
+                self.chain_balances.get(&(c, a)).copied()
             }
             _ => None,
         }
     }
 
-    /// The USD value of the hot wallets' balances in a scope (every asset).
+    /// The USD value of the hot wallets' balances in a scope.
     pub(crate) fn scope_balance_usd(&self, key: &WindowKey) -> Option<Usd> {
-        let mut total = Usd::ZERO;
-        let mut any = false;
-        for ((c, w, a), (amount, decimals)) in &self.balances {
-            let inside = match key {
-                WindowKey::Wallet(kc, kw, _) => kc == c && kw == w,
-                WindowKey::Asset(kc, ka) => kc == c && ka == a,
-                WindowKey::Chain(kc, _) => kc == c,
-                WindowKey::Global => true,
-                WindowKey::Destination(_) => false,
-            };
-            if inside && self.is_hot(c, w) {
-                any = true;
-                total = total.saturating_add(Usd::of(*amount, *decimals, self.price(a)));
+        let usd = |(asset, amount): (AssetId, Amount), decimals: u8| {
+            Usd::of(amount, decimals, self.price(asset))
+        };
+        let decimals_of = |c: ChainId, a: AssetId| {
+            self.wallets
+                .iter()
+                .enumerate()
+                .find(|(_, w)| w.chain == c)
+                .and_then(|(i, _)| self.balances.get(&(i as WalletIdx, a)))
+                .map_or(18, |(_, d)| *d)
+        };
+        let mut total = None::<Usd>;
+        let mut add = |v: Usd| total = Some(total.unwrap_or_default().saturating_add(v));
+        match *key {
+            WindowKey::Wallet(w, _) => {
+                for &a in &self.wallets.get(w as usize)?.assets {
+                    if let Some((amount, d)) = self.balances.get(&(w, a)) {
+                        add(usd((a, *amount), *d));
+                    }
+                }
+            }
+            WindowKey::Asset(c, a) => add(usd(
+                (a, *self.chain_balances.get(&(c, a))?),
+                decimals_of(c, a),
+            )),
+            WindowKey::Chain(kc, _) => {
+                for (&(c, a), amount) in &self.chain_balances {
+                    if c == kc {
+                        add(usd((a, *amount), decimals_of(c, a)));
+                    }
+                }
+            }
+            WindowKey::Global => {
+                for (&(c, a), amount) in &self.chain_balances {
+                    add(usd((a, *amount), decimals_of(c, a)));
+                }
             }
         }
-        any.then_some(total)
+        total
     }
 
-    /// Forgets transfers first seen before `cutoff` (long confirmed or
-    /// long dropped), so a daemon that runs for months stays bounded.
-    pub(crate) fn prune_transfers(&mut self, cutoff: Timestamp) {
-        while let Some((t, _)) = self.transfer_order.front() {
-            if *t >= cutoff {
-                break;
-            }
-            if let Some((_, key)) = self.transfer_order.pop_front() {
-                self.transfers.remove(&key);
-            }
+    /// Looks a transfer record up, creating its state on first sight.
+    pub(crate) fn track(&mut self, t: Timestamp, tr: &Transfer) -> (TransferMapKey, Seen) {
+        let chain = self.chain_id(&tr.chain);
+        let key = (chain, tr.tx_hash.clone(), tr.index);
+        if self.transfers.contains_key(&key) {
+            return (key, Seen::Tracked);
         }
+        if tr.stage == Stage::Retracted {
+            return (key, Seen::Unknown);
+        }
+        let asset = self.asset_id(&tr.asset);
+        let from_addr = self.addrs.get(&tr.from);
+        let from = from_addr.and_then(|a| self.wallet(chain, a));
+        let to_known = self.addrs.get(&tr.to);
+        let to_wallet = to_known.and_then(|a| self.wallet(chain, a));
+        let direction = match (from, to_wallet) {
+            (Some(_), Some(_)) => Direction::Internal,
+            (Some(w), None) if self.is_hot(w) => Direction::Outflow,
+            (None, Some(_)) => Direction::Inflow,
+            _ => Direction::Unrelated,
+        };
+        let to = match (direction, to_known) {
+            (_, Some(id)) => id,
+            (Direction::Outflow, None) => self.intern(&tr.to),
+            _ => AddrId(u32::MAX),
+        };
+        let state = TransferState {
+            first_seen: t,
+            chain,
+            from_addr,
+            asset,
+            from,
+            to_wallet,
+            to,
+            direction,
+            amount: tr.amount,
+            usd: Usd::of(tr.amount, tr.decimals, self.price(asset)),
+            counted: false,
+            applied: false,
+            judged: false,
+            intent: None,
+            windows: Vec::new(),
+        };
+        self.transfers.insert(key.clone(), state);
+        (key, Seen::Tracked)
     }
 
-    pub(crate) fn retention(windows: Duration) -> Duration {
-        windows + Duration::from_secs(6 * 3600)
+    pub(crate) fn add_intent(&mut self, t: Timestamp, i: &Intent) {
+        let key = (
+            self.chain_id(&i.chain),
+            self.intern(&i.wallet),
+            self.intern(&i.to),
+            self.asset_id(&i.asset),
+        );
+        self.intents.add(t, key, i);
+    }
+
+    pub(crate) fn take_intent(
+        &mut self,
+        now: Timestamp,
+        s: &TransferState,
+        tx: &TxHash,
+        m: &IntentMatching,
+    ) -> Option<Arc<str>> {
+        self.intents
+            .take_match(now, (s.chain, s.from_addr?, s.to, s.asset), tx, s.amount, m)
+    }
+
+    pub(crate) fn wallet_connected(&self, w: WalletIdx) -> bool {
+        self.wallets
+            .get(w as usize)
+            .is_some_and(|w| self.intents.connected(w.chain, w.addr))
+    }
+
+    /// Forgets transfers first seen longer ago than `retention` (long
+    /// final, or dropped from the mempool) and intents that expired.
+    pub(crate) fn prune(&mut self, now: Timestamp, retention: Duration, m: &IntentMatching) {
+        let cutoff = now.minus(retention);
+        self.transfers.retain(|_, s| s.first_seen >= cutoff);
+        self.intents.prune(now, m);
     }
 }
