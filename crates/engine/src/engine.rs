@@ -15,7 +15,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::{
     config::{Action, IntentsMode, Level, Mode, Rule, RuleKind, RuleSet},
     rules::{DestWindow, RuleState},
-    state::{Direction, Seen, State, TransferState, WalletIdx, WindowKey, WindowRef},
+    state::{Direction, State, TransferState, WalletIdx, WindowKey, WindowRef},
     window::SlidingWindow,
 };
 
@@ -141,6 +141,7 @@ pub struct Engine {
     stats: EngineStats,
     longest_window: Duration,
     since_prune: u32,
+    last_prune: Timestamp,
 }
 
 fn units(a: Amount) -> u128 {
@@ -150,6 +151,9 @@ fn units(a: Amount) -> u128 {
 fn bps(part: u128, whole: u128) -> u64 {
     if whole == 0 {
         return u64::MAX;
+    }
+    if let Some(p) = part.checked_mul(10_000) {
+        return u64::try_from(p / whole).unwrap_or(u64::MAX);
     }
     let scaled = U256::from(part) * U256::from(10_000u32) / U256::from(whole);
     u64::try_from(scaled).unwrap_or(u64::MAX)
@@ -203,6 +207,43 @@ fn scope_of(level: Level, chain: &Chain, wallet: &Address, asset: &Asset) -> Sco
     }
 }
 
+/// A finding of `rule` about `subject`, with the freeze its rule asks for.
+fn pending(
+    t: Timestamp,
+    rule: &Rule,
+    scope: Scope,
+    subject: &Subject,
+    summary: String,
+    figures: Vec<(String, String)>,
+) -> Pending {
+    let freeze_scope = (rule.action == Action::Freeze && rule.mode == Mode::Enforce).then(|| {
+        scope_of(
+            rule.freeze_scope,
+            &subject.chain,
+            &subject.wallet,
+            &subject.asset,
+        )
+    });
+    Pending {
+        finding: Finding {
+            t,
+            rule: rule.id.clone(),
+            kind: rule.kind.name().to_string(),
+            severity: rule.severity,
+            scope,
+            chain: Some(subject.chain.clone()),
+            wallet: Some(subject.wallet.clone()),
+            summary,
+            shadow: rule.mode == Mode::Shadow,
+            wants_freeze: rule.action == Action::Freeze,
+            figures,
+            evidence: vec![subject.evidence.clone()],
+        },
+        freeze_scope,
+        evidence_key: subject.key.clone(),
+    }
+}
+
 /// Whether a rule's window is over its limit now, with the figures and a
 /// one-line summary.
 fn window_exceeded(
@@ -214,6 +255,28 @@ fn window_exceeded(
 ) -> Option<(Vec<(String, String)>, String)> {
     w.advance(now);
     let (sum, applied, count) = (w.sum(), w.sum_applied(), w.count());
+    // The cheap test first: figures and words only for a crossing.
+    let over = match &rule.kind {
+        RuleKind::Velocity(p) => count > p.max_count,
+        RuleKind::OutflowWindow(p) if p.per_asset => p
+            .max_share_bps
+            .zip(state.scope_balance(key))
+            .is_some_and(|(limit, bal)| {
+                bps(sum, units(bal).saturating_add(applied)) > u64::from(limit)
+            }),
+        RuleKind::OutflowWindow(p) => {
+            p.max_usd.is_some_and(|m| sum > m)
+                || p.max_share_bps
+                    .zip(state.scope_balance_usd(key))
+                    .is_some_and(|(limit, bal)| {
+                        bps(sum, bal.0.saturating_add(applied)) > u64::from(limit)
+                    })
+        }
+        _ => false,
+    };
+    if !over {
+        return None;
+    }
     let window = humantime::format_duration(w.length()).to_string();
     match &rule.kind {
         RuleKind::Velocity(p) => (count > p.max_count).then(|| {
@@ -345,6 +408,7 @@ impl Engine {
             stats: EngineStats::default(),
             longest_window,
             since_prune: 0,
+            last_prune: Timestamp(i64::MIN),
         }
     }
 
@@ -450,14 +514,19 @@ impl Engine {
             self.correlate(event.t, &mut found);
             self.emit(found, out);
         }
+        // Prune every few thousand events, and not more than once a minute
+        // of event time: a scan of the tracked transfers is not free.
         self.since_prune += 1;
-        if self.since_prune >= 4096 {
+        if self.since_prune >= 4096
+            && self.now.0.saturating_sub(self.last_prune.0) >= 60_000_000_000
+        {
             self.prune();
         }
     }
 
     fn prune(&mut self) {
         self.since_prune = 0;
+        self.last_prune = self.now;
         let now = self.now;
         // A transfer is kept while any window may still hold it, and an hour
         // more for late stages and deep reorgs.
@@ -492,71 +561,60 @@ impl Engine {
     }
 
     fn on_transfer(&mut self, t: Timestamp, tr: &Transfer, found: &mut Vec<Pending>) {
-        let (key, seen) = self.state.track(t, tr);
-        if !matches!(seen, Seen::Tracked) {
-            return;
-        }
-        let Some(s) = self.state.transfers.get(&key) else {
+        let Some(i) = self.state.track(t, tr) else {
             return;
         };
-        let (counted, direction, applied) = (s.counted, s.direction, s.applied);
+        let s = self.state.slab[i as usize];
         match tr.stage {
             Stage::Pending | Stage::Included | Stage::Confirmed => {
-                if !counted {
-                    if direction == Direction::Outflow {
-                        self.count_outflow(t, &key, tr, found);
+                if !s.counted {
+                    if s.direction == Direction::Outflow {
+                        self.count_outflow(t, i, tr, found);
                     }
-                    if let Some(s) = self.state.transfers.get_mut(&key) {
-                        s.counted = true;
-                    }
+                    self.state.slab[i as usize].counted = true;
                 }
-                if tr.stage != Stage::Pending && !applied {
-                    self.set_applied(&key, true);
+                if tr.stage != Stage::Pending && !s.applied {
+                    self.set_applied(i, true);
                 }
             }
-            Stage::Retracted => self.retract(t, &key),
+            Stage::Retracted => self.retract(t, i),
         }
     }
 
     /// Moves balances for a transfer now in a block (or undoes that) and
     /// tells its windows, so shares are measured against the balance at the
     /// window's start.
-    fn set_applied(&mut self, key: &(u16, drainguard_model::TxHash, u32), applied: bool) {
-        let Some(s) = self.state.transfers.get_mut(key) else {
-            return;
-        };
+    fn set_applied(&mut self, i: u32, applied: bool) {
+        let s = &mut self.state.slab[i as usize];
         if s.applied == applied {
             return;
         }
         s.applied = applied;
-        let s = s.clone();
+        let s = *s;
         self.state.apply_balance(&s, !applied);
-        if let Some(from) = s.from {
-            for r in &s.windows {
-                if r.slot & DEST != 0 {
-                    continue;
-                }
-                if let Some(ss) = self.specs.get_mut(usize::from(r.slot)) {
-                    let wkey = key_of(&ss.spec, &s, from);
-                    if let Some(w) = ss.windows.get_mut(&wkey) {
-                        w.set_applied(r.seq, applied);
-                    }
+        let Some(from) = s.from else { return };
+        for r in &self.state.refs[i as usize] {
+            if r.slot & DEST != 0 {
+                continue;
+            }
+            if let Some(ss) = self.specs.get_mut(usize::from(r.slot)) {
+                let wkey = key_of(&ss.spec, &s, from);
+                if let Some(w) = ss.windows.get_mut(&wkey) {
+                    w.set_applied(r.seq, applied);
                 }
             }
         }
     }
 
-    fn retract(&mut self, t: Timestamp, key: &(u16, drainguard_model::TxHash, u32)) {
-        self.set_applied(key, false);
-        let Some(s) = self.state.transfers.get_mut(key) else {
-            return;
-        };
+    fn retract(&mut self, t: Timestamp, i: u32) {
+        self.set_applied(i, false);
+        let s = &mut self.state.slab[i as usize];
         if !s.counted {
             return;
         }
         s.counted = false;
-        let refs = std::mem::take(&mut s.windows);
-        let s = s.clone();
+        let s = *s;
+        let refs = std::mem::take(&mut self.state.refs[i as usize]);
         let Some(from) = s.from else { return };
         if s.direction == Direction::Outflow {
             self.stats.retracted += 1;
@@ -593,59 +651,11 @@ impl Engine {
             }
         }
     }
-}
 
-/// A finding of `rule` about `subject`, with the freeze its rule asks for.
-fn pending(
-    t: Timestamp,
-    rule: &Rule,
-    scope: Scope,
-    subject: &Subject,
-    summary: String,
-    figures: Vec<(String, String)>,
-) -> Pending {
-    let freeze_scope = (rule.action == Action::Freeze && rule.mode == Mode::Enforce).then(|| {
-        scope_of(
-            rule.freeze_scope,
-            &subject.chain,
-            &subject.wallet,
-            &subject.asset,
-        )
-    });
-    Pending {
-        finding: Finding {
-            t,
-            rule: rule.id.clone(),
-            kind: rule.kind.name().to_string(),
-            severity: rule.severity,
-            scope,
-            chain: Some(subject.chain.clone()),
-            wallet: Some(subject.wallet.clone()),
-            summary,
-            shadow: rule.mode == Mode::Shadow,
-            wants_freeze: rule.action == Action::Freeze,
-            figures,
-            evidence: vec![subject.evidence.clone()],
-        },
-        freeze_scope,
-        evidence_key: subject.key.clone(),
-    }
-}
-
-impl Engine {
     /// Counts a newly seen (or re-included) outflow in every window and
     /// judges it, once, against every rule.
-    fn count_outflow(
-        &mut self,
-        t: Timestamp,
-        key: &(u16, drainguard_model::TxHash, u32),
-        tr: &Transfer,
-        found: &mut Vec<Pending>,
-    ) {
-        let Some(s) = self.state.transfers.get(key) else {
-            return;
-        };
-        let s = s.clone();
+    fn count_outflow(&mut self, t: Timestamp, i: u32, tr: &Transfer, found: &mut Vec<Pending>) {
+        let s = self.state.slab[i as usize];
         let Some(from) = s.from else { return };
         let first_time = !s.judged;
         self.stats.outflows += u64::from(first_time);
@@ -656,7 +666,7 @@ impl Engine {
             self.stats.matched += u64::from(m.is_some());
             m
         } else {
-            s.intent.clone()
+            s.matched.then(|| std::sync::Arc::from(""))
         };
         let balance_before = self.state.balance(from, s.asset);
         let share_bps = balance_before.and_then(|b| s.amount.bps_of(b)).unwrap_or(0);
@@ -848,11 +858,10 @@ impl Engine {
                 h.max = s.amount;
             }
         }
-        if let Some(st) = self.state.transfers.get_mut(key) {
-            st.judged = true;
-            st.intent = matched;
-            st.windows = refs;
-        }
+        let st = &mut self.state.slab[i as usize];
+        st.judged = true;
+        st.matched = matched.is_some();
+        self.state.refs[i as usize] = refs;
     }
 
     fn on_approval(

@@ -24,13 +24,21 @@ pub(crate) struct AddrTable {
     scratch: Vec<u8>,
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
+/// Lowercase hex digit values; 0xff marks anything else.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// The compact encoding of an address: tag 1 and the 20 bytes of a
 /// lowercase `0x` + 40-hex address, or tag 0 and the string's bytes.
@@ -39,16 +47,13 @@ fn encode(s: &str, out: &mut Vec<u8>) {
     let b = s.as_bytes();
     if b.len() == 42 && b[0] == b'0' && b[1] == b'x' {
         out.push(1);
+        let mut bad = 0u8;
         for pair in b[2..].chunks_exact(2) {
-            match (hex_val(pair[0]), hex_val(pair[1])) {
-                (Some(h), Some(l)) => out.push(h << 4 | l),
-                _ => {
-                    out.clear();
-                    break;
-                }
-            }
+            let (h, l) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+            bad |= h | l;
+            out.push(h << 4 | (l & 0x0f));
         }
-        if out.len() == 21 {
+        if bad & 0xf0 == 0 {
             return;
         }
     }

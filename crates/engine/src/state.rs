@@ -58,8 +58,8 @@ pub(crate) struct WindowRef {
     pub(crate) seq: Seq,
 }
 
-/// What the engine keeps about a transfer until it is final.
-#[derive(Debug, Clone)]
+/// What the engine keeps about a transfer while it can still change.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct TransferState {
     pub(crate) first_seen: Timestamp,
     pub(crate) chain: ChainId,
@@ -74,8 +74,7 @@ pub(crate) struct TransferState {
     pub(crate) counted: bool,
     pub(crate) applied: bool,
     pub(crate) judged: bool,
-    pub(crate) intent: Option<Arc<str>>,
-    pub(crate) windows: Vec<WindowRef>,
+    pub(crate) matched: bool,
 }
 
 /// A wallet of the exchange.
@@ -226,23 +225,27 @@ pub(crate) struct State {
     pub(crate) chain_balances: FxHashMap<(ChainId, AssetId), Amount>,
     pub(crate) prices: Vec<Price>,
     pub(crate) intents: IntentBook,
-    pub(crate) transfers: HashMap<TransferMapKey, TransferState, foldhash::fast::RandomState>,
+    /// Tracked transfers: key → index into `slab` and `refs`.
+    transfers: HashMap<TransferMapKey, u32, foldhash::fast::RandomState>,
+    /// Transfer states, addressed by index so the hot path hashes a key
+    /// once per record.
+    pub(crate) slab: Vec<TransferState>,
+    /// Each tracked transfer's entries in the windows, for retraction.
+    pub(crate) refs: Vec<Vec<WindowRef>>,
+    free: Vec<u32>,
     /// When each address was first paid by a hot wallet (0: never).
     pub(crate) first_paid: Vec<i64>,
     pub(crate) history: FxHashMap<(WalletIdx, AssetId), History>,
 }
 
-/// How a transfer record relates to what the engine already knows.
-pub(crate) enum Seen {
-    /// Tracked: its state is in `transfers`.
-    Tracked,
-    /// A retraction of something unknown.
-    Unknown,
-}
-
 impl State {
     pub(crate) fn chain_id(&mut self, c: &Chain) -> ChainId {
-        if let Some(&id) = self.chain_ids.get(c) {
+        // A handful of chains: a scan beats hashing the name.
+        if self.chains.len() <= 16 {
+            if let Some(i) = self.chains.iter().position(|x| x == c) {
+                return i as ChainId;
+            }
+        } else if let Some(&id) = self.chain_ids.get(c) {
             return id;
         }
         let id = ChainId::try_from(self.chains.len()).unwrap_or(ChainId::MAX);
@@ -252,7 +255,11 @@ impl State {
     }
 
     pub(crate) fn asset_id(&mut self, a: &Asset) -> AssetId {
-        if let Some(&id) = self.asset_ids.get(a) {
+        if self.assets.len() <= 16 {
+            if let Some(i) = self.assets.iter().position(|x| x == a) {
+                return i as AssetId;
+            }
+        } else if let Some(&id) = self.asset_ids.get(a) {
             return id;
         }
         let id = AssetId::try_from(self.assets.len()).unwrap_or(AssetId::MAX);
@@ -440,15 +447,17 @@ impl State {
         total
     }
 
-    /// Looks a transfer record up, creating its state on first sight.
-    pub(crate) fn track(&mut self, t: Timestamp, tr: &Transfer) -> (TransferMapKey, Seen) {
+    /// Looks a transfer record up, creating its state on first sight; the
+    /// index of its state, or `None` for a retraction of something never
+    /// seen.
+    pub(crate) fn track(&mut self, t: Timestamp, tr: &Transfer) -> Option<u32> {
         let chain = self.chain_id(&tr.chain);
         let key = (chain, tr.tx_hash.clone(), tr.index);
-        if self.transfers.contains_key(&key) {
-            return (key, Seen::Tracked);
+        if let Some(&i) = self.transfers.get(&key) {
+            return Some(i);
         }
         if tr.stage == Stage::Retracted {
-            return (key, Seen::Unknown);
+            return None;
         }
         let asset = self.asset_id(&tr.asset);
         let from_addr = self.addrs.get(&tr.from);
@@ -480,11 +489,21 @@ impl State {
             counted: false,
             applied: false,
             judged: false,
-            intent: None,
-            windows: Vec::new(),
+            matched: false,
         };
-        self.transfers.insert(key.clone(), state);
-        (key, Seen::Tracked)
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = state;
+                i
+            }
+            None => {
+                self.slab.push(state);
+                self.refs.push(Vec::new());
+                u32::try_from(self.slab.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.transfers.insert(key, i);
+        Some(i)
     }
 
     pub(crate) fn add_intent(&mut self, t: Timestamp, i: &Intent) {
@@ -518,7 +537,15 @@ impl State {
     /// final, or dropped from the mempool) and intents that expired.
     pub(crate) fn prune(&mut self, now: Timestamp, retention: Duration, m: &IntentMatching) {
         let cutoff = now.minus(retention);
-        self.transfers.retain(|_, s| s.first_seen >= cutoff);
+        let (slab, refs, free) = (&self.slab, &mut self.refs, &mut self.free);
+        self.transfers.retain(|_, &mut i| {
+            let keep = slab[i as usize].first_seen >= cutoff;
+            if !keep {
+                refs[i as usize] = Vec::new();
+                free.push(i);
+            }
+            keep
+        });
         self.intents.prune(now, m);
     }
 }
