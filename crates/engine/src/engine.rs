@@ -15,7 +15,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::{
     config::{Action, IntentsMode, Level, Mode, Rule, RuleKind, RuleSet},
     rules::{DestWindow, RuleState},
-    state::{Direction, State, TransferState, WalletIdx, WindowKey, WindowRef},
+    state::{Direction, State, TransferState, WalletIdx, WindowKey, WindowRef, paid_at},
     window::SlidingWindow,
 };
 
@@ -773,7 +773,7 @@ impl Engine {
                     }
                 }
                 (RuleKind::NewDestination(p), rs) => {
-                    let fresh = first_paid == 0 || t.minus(p.fresh_for).0 < first_paid;
+                    let fresh = first_paid == 0 || paid_at(t.minus(p.fresh_for)) < first_paid;
                     if first_time
                         && fresh
                         && let Some(large) = p.large_share_bps
@@ -850,7 +850,7 @@ impl Engine {
             if let Some(fp) = self.state.first_paid.get_mut(s.to.0 as usize)
                 && *fp == 0
             {
-                *fp = t.0.max(1);
+                *fp = paid_at(t);
             }
             let h = self.state.history.entry((from, s.asset)).or_default();
             h.count += 1;

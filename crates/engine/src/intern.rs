@@ -13,15 +13,26 @@ use hashbrown::HashTable;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct AddrId(pub(crate) u32);
 
+/// Bytes per arena chunk. Chunks never move once allocated, so the table
+/// grows without the transient double copy of one big vector.
+const CHUNK: usize = 1 << 20;
+
 /// Interned addresses.
 #[derive(Debug, Default)]
 pub(crate) struct AddrTable {
-    arena: Vec<u8>,
-    /// End offset in `arena` of each id; its start is the previous end.
-    ends: Vec<u32>,
+    chunks: Vec<Vec<u8>>,
+    /// Where each id's bytes start: chunk index × CHUNK + offset.
+    starts: Vec<u32>,
+    lens: Vec<u8>,
     table: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
     scratch: Vec<u8>,
+}
+
+fn slice<'a>(chunks: &'a [Vec<u8>], starts: &[u32], lens: &[u8], id: u32) -> &'a [u8] {
+    let (start, len) = (starts[id as usize] as usize, usize::from(lens[id as usize]));
+    let (c, off) = (start / CHUNK, start % CHUNK);
+    &chunks[c][off..off + len]
 }
 
 /// Lowercase hex digit values; 0xff marks anything else.
@@ -59,14 +70,14 @@ fn encode(s: &str, out: &mut Vec<u8>) {
     }
     out.clear();
     out.push(0);
-    out.extend_from_slice(b);
+    // Longer than any real address: keep a prefix, consistently, so the
+    // length fits the table's one-byte field.
+    out.extend_from_slice(&b[..b.len().min(254)]);
 }
 
 impl AddrTable {
     fn bytes(&self, id: u32) -> &[u8] {
-        let i = id as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.arena[start..self.ends[i] as usize]
+        slice(&self.chunks, &self.starts, &self.lens, id)
     }
 
     fn hash(&self, bytes: &[u8]) -> u64 {
@@ -100,16 +111,26 @@ impl AddrTable {
             self.scratch = scratch;
             return (AddrId(id), false);
         }
-        let id = u32::try_from(self.ends.len()).unwrap_or(u32::MAX);
-        self.arena.extend_from_slice(&scratch);
-        self.ends
-            .push(u32::try_from(self.arena.len()).unwrap_or(u32::MAX));
-        let (arena, ends, hasher) = (&self.arena, &self.ends, &self.hasher);
+        let id = u32::try_from(self.starts.len()).unwrap_or(u32::MAX);
+        let stored = scratch.as_slice();
+        if self
+            .chunks
+            .last()
+            .is_none_or(|c| c.len() + stored.len() > CHUNK)
+        {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        let c = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[c];
+        let start = c * CHUNK + chunk.len();
+        chunk.extend_from_slice(stored);
+        self.starts.push(u32::try_from(start).unwrap_or(u32::MAX));
+        self.lens
+            .push(u8::try_from(stored.len()).unwrap_or(u8::MAX));
+        let (chunks, starts, lens, hasher) = (&self.chunks, &self.starts, &self.lens, &self.hasher);
         self.table.insert_unique(h, id, |&other| {
             use std::hash::BuildHasher;
-            let i = other as usize;
-            let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-            hasher.hash_one(&arena[start..ends[i] as usize])
+            hasher.hash_one(slice(chunks, starts, lens, other))
         });
         self.scratch = scratch;
         (AddrId(id), true)
@@ -117,6 +138,6 @@ impl AddrTable {
 
     /// How many distinct addresses are interned.
     pub(crate) fn len(&self) -> usize {
-        self.ends.len()
+        self.starts.len()
     }
 }

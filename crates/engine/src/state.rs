@@ -21,6 +21,15 @@ use crate::{
     window::Seq,
 };
 
+/// The origin of `first_paid` times: 2000-01-01T00:00:00Z.
+pub(crate) const PAID_EPOCH: i64 = 946_684_800;
+
+/// A time as stored in `first_paid`.
+pub(crate) fn paid_at(t: Timestamp) -> u32 {
+    let secs = t.0.div_euclid(1_000_000_000) - PAID_EPOCH;
+    u32::try_from(secs.clamp(0, i64::from(u32::MAX - 1))).unwrap_or(0) + 1
+}
+
 /// A chain's dense id.
 pub(crate) type ChainId = u16;
 /// An asset's dense id.
@@ -207,7 +216,48 @@ impl IntentBook {
     }
 }
 
-type TransferMapKey = (ChainId, TxHash, u32);
+/// A transaction hash as a map key: the 32 bytes of a lowercase 64-hex
+/// hash, `0x`-prefixed (EVM) or bare (Bitcoin, TRON), so tracking a
+/// transfer allocates nothing; any other spelling as its string. The two
+/// spellings stay apart, as the strings are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum TxKey {
+    Prefixed([u8; 32]),
+    Bare([u8; 32]),
+    Text(TxHash),
+}
+
+impl TxKey {
+    fn of(h: &TxHash) -> TxKey {
+        let s = h.as_str().as_bytes();
+        let (prefixed, hex) = match s.strip_prefix(b"0x") {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        if hex.len() != 64 {
+            return TxKey::Text(h.clone());
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(a), Some(b)) => *o = a << 4 | b,
+                _ => return TxKey::Text(h.clone()),
+            }
+        }
+        if prefixed {
+            TxKey::Prefixed(out)
+        } else {
+            TxKey::Bare(out)
+        }
+    }
+}
+
+type TransferMapKey = (ChainId, TxKey, u32);
 
 /// The world as the engine sees it.
 #[derive(Debug, Default)]
@@ -233,8 +283,9 @@ pub(crate) struct State {
     /// Each tracked transfer's entries in the windows, for retraction.
     pub(crate) refs: Vec<Vec<WindowRef>>,
     free: Vec<u32>,
-    /// When each address was first paid by a hot wallet (0: never).
-    pub(crate) first_paid: Vec<i64>,
+    /// When each address was first paid by a hot wallet, in seconds since
+    /// [`PAID_EPOCH`] plus one (0: never); four bytes an address.
+    pub(crate) first_paid: Vec<u32>,
     pub(crate) history: FxHashMap<(WalletIdx, AssetId), History>,
 }
 
@@ -452,7 +503,7 @@ impl State {
     /// seen.
     pub(crate) fn track(&mut self, t: Timestamp, tr: &Transfer) -> Option<u32> {
         let chain = self.chain_id(&tr.chain);
-        let key = (chain, tr.tx_hash.clone(), tr.index);
+        let key = (chain, TxKey::of(&tr.tx_hash), tr.index);
         if let Some(&i) = self.transfers.get(&key) {
             return Some(i);
         }

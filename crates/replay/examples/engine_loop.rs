@@ -7,7 +7,13 @@ use drainguard_sim::{generate, preset};
 
 fn main() {
     let records = generate(&preset("coinex", 1).unwrap());
-    let events: Vec<Event> = records.iter().map(|r| Event { t: r.t, kind: r.kind.clone() }).collect();
+    let events: Vec<Event> = records
+        .iter()
+        .map(|r| Event {
+            t: r.t,
+            kind: r.kind.clone(),
+        })
+        .collect();
     let rules = RuleSet::builtin().unwrap();
     let mut n = 0;
     for _ in 0..30 {
