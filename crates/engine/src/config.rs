@@ -8,7 +8,7 @@
 
 use std::{collections::HashSet, fmt, time::Duration};
 
-use drainguard_model::{Address, Chain, Severity};
+use drainguard_model::{Address, Asset, Chain, Severity};
 use serde::Deserialize;
 
 /// The default rules, shipped as `config/rules.toml` and compiled in.
@@ -205,6 +205,69 @@ pub struct CorrelationParams {
     pub min_severity: Severity,
 }
 
+/// `balance_drain` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceDrainParams {
+    /// One outflow taking more than this share of the wallet's balance of
+    /// the asset (basis points) fires.
+    pub max_tx_share_bps: Option<u32>,
+    /// A hot wallet's balance of an asset falling under its floor (whole
+    /// units, exact decimal strings turned into amounts per decimals at
+    /// check time) fires.
+    pub floors: Vec<(Asset, String)>,
+}
+
+/// `approval` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalParams {
+    /// Spenders, modules, guards, owners and implementations the exchange
+    /// uses on purpose.
+    pub allowlist: HashSet<Address>,
+    /// Watch token approvals, permits and approvals-for-all.
+    pub approvals: bool,
+    /// Watch contract-wallet control changes (owners, threshold, modules,
+    /// guards, upgrades, delegatecalls).
+    pub admin: bool,
+}
+
+/// The pre-signing verdict on withdrawal intents (the `[presign]` table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresignParams {
+    /// Give verdicts at all.
+    pub enabled: bool,
+    /// Hold an intent of at least this multiple of the wallet's largest
+    /// earlier outflow of the asset...
+    pub history_multiple: f64,
+    /// ...once this many outflows are known...
+    pub history_min: u64,
+    /// ...when it is also at least this share of the wallet's balance
+    /// (basis points).
+    pub min_share_bps: u32,
+    /// Hold an intent that would push a freeze rule's window over its limit.
+    pub window: bool,
+    /// Hold an intent to a denylisted address.
+    pub denylist: bool,
+    /// Hold an intent to a new address already paid by several wallets.
+    pub converging: bool,
+    /// Hold an intent whose wallet is under an active freeze.
+    pub frozen: bool,
+}
+
+impl Default for PresignParams {
+    fn default() -> Self {
+        PresignParams {
+            enabled: true,
+            history_multiple: 10.0,
+            history_min: 20,
+            min_share_bps: 500,
+            window: true,
+            denylist: true,
+            converging: true,
+            frozen: true,
+        }
+    }
+}
+
 /// A rule kind with its checked parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleKind {
@@ -220,6 +283,10 @@ pub enum RuleKind {
     Denylist(DenylistParams),
     /// Findings on several chains or wallets.
     Correlation(CorrelationParams),
+    /// One transaction or a balance floor.
+    BalanceDrain(BalanceDrainParams),
+    /// Approvals and contract-wallet control changes outside an allowlist.
+    Approval(ApprovalParams),
 }
 
 impl RuleKind {
@@ -232,6 +299,8 @@ impl RuleKind {
             RuleKind::NewDestination(_) => "new_destination",
             RuleKind::Denylist(_) => "denylist",
             RuleKind::Correlation(_) => "correlation",
+            RuleKind::BalanceDrain(_) => "balance_drain",
+            RuleKind::Approval(_) => "approval",
         }
     }
 }
@@ -271,6 +340,8 @@ impl Rule {
 pub struct RuleSet {
     /// How outflows match intents.
     pub intents: IntentMatching,
+    /// The pre-signing verdict.
+    pub presign: PresignParams,
     /// The rules, in file order.
     pub rules: Vec<Rule>,
 }
@@ -280,8 +351,23 @@ pub struct RuleSet {
 struct RawFile {
     #[serde(default)]
     intents: Option<RawIntents>,
+    #[serde(default)]
+    presign: Option<RawPresign>,
     #[serde(default, rename = "rule")]
     rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPresign {
+    enabled: Option<bool>,
+    history_multiple: Option<f64>,
+    history_min: Option<u64>,
+    min_share: Option<f64>,
+    window: Option<bool>,
+    denylist: Option<bool>,
+    converging: Option<bool>,
+    frozen: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -531,6 +617,8 @@ const SEVERITIES: &[(&str, Severity)] = &[
 const ACTIONS: &[(&str, Action)] = &[("alert", Action::Alert), ("freeze", Action::Freeze)];
 const MODES: &[(&str, Mode)] = &[("enforce", Mode::Enforce), ("shadow", Mode::Shadow)];
 const KINDS: &[&str] = &[
+    "balance_drain",
+    "approval",
     "unmatched_outflow",
     "outflow_window",
     "velocity",
@@ -636,6 +724,63 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
             }
             RuleKind::Denylist(DenylistParams { addresses })
         }
+        "balance_drain" => {
+            let max_tx_share_bps = p.share("max_tx_share");
+            let floors = match p.take("floors") {
+                None => Vec::new(),
+                Some(toml::Value::Table(t)) => {
+                    let mut out = Vec::new();
+                    for (asset, v) in t {
+                        match v {
+                            toml::Value::String(amount)
+                                if drainguard_model::Amount::parse_decimal(&amount, 36).is_ok() =>
+                            {
+                                out.push((Asset::new(&asset), amount));
+                            }
+                            v => p.check.err(&format!("params.floors.{asset}"), format!("expected a decimal string of whole units like \"100.5\", found {v}")),
+                        }
+                    }
+                    out
+                }
+                Some(v) => {
+                    p.check.err(
+                        "params.floors",
+                        format!("expected a table of asset = \"amount\", found {v}"),
+                    );
+                    Vec::new()
+                }
+            };
+            if max_tx_share_bps.is_none() && floors.is_empty() {
+                p.check.err("params", "give max_tx_share, floors or both");
+            }
+            RuleKind::BalanceDrain(BalanceDrainParams {
+                max_tx_share_bps,
+                floors,
+            })
+        }
+        "approval" => {
+            let mut allowlist: HashSet<Address> = p
+                .strings("allowlist")
+                .iter()
+                .map(|a| Address::new(a))
+                .collect();
+            for (i, f) in p.strings("allowlist_files").into_iter().enumerate() {
+                match read(&f) {
+                    Ok(text) => allowlist.extend(parse_denylist(&text)),
+                    Err(e) => p.check.err(
+                        &format!("params.allowlist_files[{i}]"),
+                        format!("cannot read {f:?}: {e}"),
+                    ),
+                }
+            }
+            let approvals = p.boolean("approvals", true);
+            let admin = p.boolean("admin", true);
+            RuleKind::Approval(ApprovalParams {
+                allowlist,
+                approvals,
+                admin,
+            })
+        }
         "correlation" => {
             let window = p.duration("window", Some(Duration::from_secs(1800)));
             let min_chains = p.count("min_chains").unwrap_or(2);
@@ -707,6 +852,37 @@ impl RuleSet {
                     err("tolerance", format!("{t} is not a share in [0, 0.5]"));
                 }
             }
+        }
+        let mut presign = PresignParams::default();
+        if let Some(rp) = raw.presign {
+            let mut err = |field: &str, message: String| {
+                errors.push(ConfigError {
+                    file: file.to_string(),
+                    rule: None,
+                    field: Some(format!("presign.{field}")),
+                    message,
+                })
+            };
+            if let Some(v) = rp.history_multiple {
+                if v.is_finite() && v >= 1.0 {
+                    presign.history_multiple = v;
+                } else {
+                    err("history_multiple", format!("{v} must be at least 1"));
+                }
+            }
+            if let Some(v) = rp.min_share {
+                if v > 0.0 && v <= 1.0 {
+                    presign.min_share_bps = (v * 10_000.0).round() as u32;
+                } else {
+                    err("min_share", format!("{v} is not a share in (0, 1]"));
+                }
+            }
+            presign.history_min = rp.history_min.unwrap_or(presign.history_min);
+            presign.enabled = rp.enabled.unwrap_or(true);
+            presign.window = rp.window.unwrap_or(true);
+            presign.denylist = rp.denylist.unwrap_or(true);
+            presign.converging = rp.converging.unwrap_or(true);
+            presign.frozen = rp.frozen.unwrap_or(true);
         }
         let mut rules = Vec::new();
         let mut ids = HashSet::new();
@@ -799,7 +975,11 @@ impl RuleSet {
             }
         }
         if errors.is_empty() {
-            Ok(RuleSet { intents, rules })
+            Ok(RuleSet {
+                intents,
+                presign,
+                rules,
+            })
         } else {
             Err(ConfigErrors(errors))
         }

@@ -7,8 +7,8 @@
 use std::{collections::VecDeque, time::Duration};
 
 use drainguard_model::{
-    Address, Amount, Asset, Chain, Event, EventKind, Evidence, Finding, Freeze, FreezeId, Scope,
-    Stage, Timestamp, Transfer, U256, Usd,
+    Address, Amount, Asset, Chain, Event, EventKind, Evidence, Finding, Freeze, FreezeId, Intent,
+    Scope, Stage, Timestamp, Transfer, U256, Usd,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -88,6 +88,9 @@ struct SpecState {
     windows: FxHashMap<WindowKey, SlidingWindow>,
 }
 
+/// The rule id of pre-signing holds in findings and freezes.
+pub(crate) const PRESIGN_RULE: &str = "pre-signing";
+
 /// Marks a [`WindowRef`] slot as a destination window of rule `slot & !DEST`.
 const DEST: u16 = 0x8000;
 
@@ -142,6 +145,20 @@ pub struct Engine {
     longest_window: Duration,
     since_prune: u32,
     last_prune: Timestamp,
+    has_floors: bool,
+}
+
+/// The pre-signing verdict on one withdrawal intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Sign it.
+    Allow,
+    /// Do not sign it; the reasons say why. A hold is also a freeze of
+    /// scope `intent:<id>`.
+    Hold {
+        /// Every reason that applied.
+        reasons: Vec<String>,
+    },
 }
 
 fn units(a: Amount) -> u128 {
@@ -169,7 +186,10 @@ fn rule_window(rule: &Rule) -> Duration {
         RuleKind::Velocity(p) => p.window,
         RuleKind::NewDestination(p) => p.window,
         RuleKind::Correlation(p) => p.window,
-        RuleKind::UnmatchedOutflow(_) | RuleKind::Denylist(_) => Duration::ZERO,
+        RuleKind::UnmatchedOutflow(_)
+        | RuleKind::Denylist(_)
+        | RuleKind::BalanceDrain(_)
+        | RuleKind::Approval(_) => Duration::ZERO,
     }
 }
 
@@ -388,9 +408,16 @@ impl Engine {
                     recent: VecDeque::new(),
                     fired: false,
                 },
+                (RuleKind::BalanceDrain(_), None) => RuleState::Floors {
+                    fired: FxHashSet::default(),
+                },
                 _ => RuleState::Stateless,
             });
         }
+        let has_floors = rules
+            .rules
+            .iter()
+            .any(|r| matches!(&r.kind, RuleKind::BalanceDrain(p) if !p.floors.is_empty()));
         let longest_window = rules
             .rules
             .iter()
@@ -409,6 +436,7 @@ impl Engine {
             longest_window,
             since_prune: 0,
             last_prune: Timestamp(i64::MIN),
+            has_floors,
         }
     }
 
@@ -503,12 +531,20 @@ impl Engine {
                     self.state.set_balance(b);
                 }
             }
-            EventKind::Balance(b) => self.state.set_balance(b),
+            EventKind::Balance(b) => {
+                self.state.set_balance(b);
+                if let Some(w) = self.state.wallet_of(&b.chain, &b.wallet) {
+                    self.check_floors(event.t, w, &b.asset, &mut found);
+                }
+            }
             EventKind::Price(p) => self.state.set_price(&p.asset, p.usd),
-            EventKind::Intent(i) => self.state.add_intent(event.t, i),
+            EventKind::Intent(i) => {
+                self.on_intent(event.t, i, &mut found);
+            }
             EventKind::Transfer(tr) => self.on_transfer(event.t, tr, &mut found),
             EventKind::Approval(a) => self.on_approval(event.t, a, &mut found),
-            EventKind::Admin(_) | EventKind::Head(_) => {}
+            EventKind::Admin(a) => self.on_admin(event.t, a, &mut found),
+            EventKind::Head(_) => {}
         }
         if !found.is_empty() {
             self.correlate(event.t, &mut found);
@@ -555,7 +591,8 @@ impl Engine {
                     windows.retain(|_, w| w.last_t().is_some_and(|t| t > now.minus(len)));
                     fired.retain(|d| windows.contains_key(d));
                 }
-                RuleState::Correlation { .. } | RuleState::Stateless => {}
+                RuleState::Correlation { .. } | RuleState::Stateless | RuleState::Floors { .. } => {
+                }
             }
         }
     }
@@ -575,9 +612,15 @@ impl Engine {
                 }
                 if tr.stage != Stage::Pending && !s.applied {
                     self.set_applied(i, true);
+                    self.floors_after(t, &s, tr, found);
                 }
             }
-            Stage::Retracted => self.retract(t, i),
+            Stage::Retracted => {
+                self.retract(t, i);
+                if s.applied {
+                    self.floors_after(t, &s, tr, found);
+                }
+            }
         }
     }
 
@@ -748,6 +791,28 @@ impl Engine {
                         vec![("destination".to_string(), tr.to.to_string())],
                     ));
                 }
+                (RuleKind::BalanceDrain(p), _)
+                    if first_time && p.max_tx_share_bps.is_some_and(|l| share_bps > l) =>
+                {
+                    let limit = u64::from(p.max_tx_share_bps.unwrap_or(0));
+                    let summary = format!(
+                        "one transaction takes {} of {}'s {} balance: {} {} ({}) to {} (limit {})",
+                        pct(u64::from(share_bps)),
+                        tr.from,
+                        tr.asset,
+                        tr.amount.to_decimal_string(tr.decimals),
+                        tr.asset,
+                        s.usd,
+                        tr.to,
+                        pct(limit)
+                    );
+                    let figures = vec![
+                        ("share".to_string(), pct(u64::from(share_bps))),
+                        ("max_tx_share".to_string(), pct(limit)),
+                    ];
+                    let sub = Subject::of_transfer(tr, s.usd);
+                    found.push(pending(t, rule, scope(), &sub, summary, figures));
+                }
                 (
                     RuleKind::OutflowWindow(_) | RuleKind::Velocity(_),
                     RuleState::Windows { spec, fired },
@@ -879,44 +944,439 @@ impl Engine {
         if !owner.is_some_and(|w| self.state.is_hot(w)) {
             return;
         }
+        let subject = Subject {
+            chain: a.chain.clone(),
+            wallet: a.owner.clone(),
+            asset: a.asset.clone(),
+            evidence: Evidence {
+                chain: a.chain.clone(),
+                tx_hash: a.tx_hash.clone(),
+                index: 0,
+                stage: "approval".to_string(),
+                from: a.owner.clone(),
+                to: a.spender.clone(),
+                asset: a.asset.clone(),
+                amount: a.amount.to_string(),
+                usd: 0.0,
+            },
+            key: format!("{}:{}:approval", a.chain, a.tx_hash),
+        };
+        let unlimited = a.amount == Amount::MAX;
+        let standard = match a.standard {
+            drainguard_model::ApprovalStandard::Erc20 => "approve",
+            drainguard_model::ApprovalStandard::Permit => "permit",
+            drainguard_model::ApprovalStandard::Erc721All => "setApprovalForAll",
+        };
         for rule in &self.rules.rules {
-            let RuleKind::Denylist(p) = &rule.kind else {
-                continue;
-            };
-            if !rule.applies_to(&a.chain) || !p.addresses.contains(&a.spender) {
+            if !rule.applies_to(&a.chain) {
                 continue;
             }
-            let subject = Subject {
-                chain: a.chain.clone(),
-                wallet: a.owner.clone(),
-                asset: a.asset.clone(),
-                evidence: Evidence {
-                    chain: a.chain.clone(),
-                    tx_hash: a.tx_hash.clone(),
-                    index: 0,
-                    stage: "approval".to_string(),
-                    from: a.owner.clone(),
-                    to: a.spender.clone(),
-                    asset: a.asset.clone(),
-                    amount: a.amount.to_string(),
-                    usd: 0.0,
-                },
-                key: format!("{}:{}:approval", a.chain, a.tx_hash),
+            let scope = || scope_of(rule.scope, &a.chain, &a.owner, &a.asset);
+            let (summary, figures) = match &rule.kind {
+                RuleKind::Denylist(p) if p.addresses.contains(&a.spender) => (
+                    format!(
+                        "{} approved denylisted spender {} for {}",
+                        a.owner, a.spender, a.asset
+                    ),
+                    vec![("spender".to_string(), a.spender.to_string())],
+                ),
+                RuleKind::Approval(p) if p.approvals && !p.allowlist.contains(&a.spender) => (
+                    format!(
+                        "{} gave {} ({standard}) {} allowance over its {}: spender not on the allowlist",
+                        a.owner,
+                        a.spender,
+                        if unlimited {
+                            "an unlimited".to_string()
+                        } else {
+                            format!("a {} base-unit", a.amount)
+                        },
+                        a.asset
+                    ),
+                    vec![
+                        ("spender".to_string(), a.spender.to_string()),
+                        ("standard".to_string(), standard.to_string()),
+                        (
+                            "amount".to_string(),
+                            if unlimited {
+                                "unlimited".to_string()
+                            } else {
+                                a.amount.to_string()
+                            },
+                        ),
+                    ],
+                ),
+                _ => continue,
             };
-            let scope = scope_of(rule.scope, &a.chain, &a.owner, &a.asset);
+            found.push(pending(t, rule, scope(), &subject, summary, figures));
+        }
+    }
+
+    fn on_admin(
+        &mut self,
+        t: Timestamp,
+        a: &drainguard_model::AdminChange,
+        found: &mut Vec<Pending>,
+    ) {
+        let chain = self.state.chain_id(&a.chain);
+        if self
+            .state
+            .addrs
+            .get(&a.wallet)
+            .and_then(|id| self.state.wallet(chain, id))
+            .is_none()
+        {
+            return;
+        }
+        let action = format!("{:?}", a.action);
+        let subject = Subject {
+            chain: a.chain.clone(),
+            wallet: a.wallet.clone(),
+            asset: Asset::new("*"),
+            evidence: Evidence {
+                chain: a.chain.clone(),
+                tx_hash: a.tx_hash.clone(),
+                index: 0,
+                stage: "admin".to_string(),
+                from: a.wallet.clone(),
+                to: a.target.clone(),
+                asset: Asset::new("*"),
+                amount: "0".to_string(),
+                usd: 0.0,
+            },
+            key: format!("{}:{}:admin", a.chain, a.tx_hash),
+        };
+        for rule in &self.rules.rules {
+            let RuleKind::Approval(p) = &rule.kind else {
+                continue;
+            };
+            if !rule.applies_to(&a.chain) || !p.admin || p.allowlist.contains(&a.target) {
+                continue;
+            }
             let summary = format!(
-                "{} approved denylisted spender {} for {}",
-                a.owner, a.spender, a.asset
+                "contract wallet {} changed its control: {action} {} (not on the allowlist)",
+                a.wallet, a.target
             );
+            let figures = vec![
+                ("action".to_string(), action.clone()),
+                ("target".to_string(), a.target.to_string()),
+            ];
+            let scope = scope_of(rule.scope, &a.chain, &a.wallet, &subject.asset);
+            found.push(pending(t, rule, scope, &subject, summary, figures));
+        }
+    }
+
+    fn floors_after(
+        &mut self,
+        t: Timestamp,
+        s: &TransferState,
+        tr: &Transfer,
+        found: &mut Vec<Pending>,
+    ) {
+        if !self.has_floors {
+            return;
+        }
+        for w in [s.from, s.to_wallet].into_iter().flatten() {
+            self.check_floors(t, w, &tr.asset, found);
+        }
+    }
+
+    /// Checks balance floors after a balance of `wallet` in `asset` moved:
+    /// one finding per fall under the floor, re-armed once it is back over.
+    fn check_floors(
+        &mut self,
+        t: Timestamp,
+        w: WalletIdx,
+        asset: &drainguard_model::Asset,
+        found: &mut Vec<Pending>,
+    ) {
+        let Some(wallet) = self.state.wallets.get(w as usize) else {
+            return;
+        };
+        if wallet.role != drainguard_model::WalletRole::Hot {
+            return;
+        }
+        let (chain, address) = (
+            self.state.chains[usize::from(wallet.chain)].clone(),
+            wallet.address.clone(),
+        );
+        let Some(asset_id) = self.state.asset_lookup(asset) else {
+            return;
+        };
+        let Some((balance, decimals)) = self.state.balances.get(&(w, asset_id)).copied() else {
+            return;
+        };
+        for (rule, rs) in self.rules.rules.iter().zip(self.rule_state.iter_mut()) {
+            let (RuleKind::BalanceDrain(p), RuleState::Floors { fired }) = (&rule.kind, rs) else {
+                continue;
+            };
+            let Some((_, floor)) = p.floors.iter().find(|(a, _)| a == asset) else {
+                continue;
+            };
+            if !rule.applies_to(&chain) {
+                continue;
+            }
+            let Ok(floor_units) = Amount::parse_decimal(floor, decimals) else {
+                continue;
+            };
+            if balance >= floor_units {
+                fired.remove(&(w, asset_id));
+                continue;
+            }
+            if !fired.insert((w, asset_id)) {
+                continue;
+            }
+            let shown = balance.to_decimal_string(decimals);
+            let subject = Subject {
+                chain: chain.clone(),
+                wallet: address.clone(),
+                asset: asset.clone(),
+                evidence: Evidence {
+                    chain: chain.clone(),
+                    tx_hash: drainguard_model::TxHash::new(""),
+                    index: 0,
+                    stage: "balance".to_string(),
+                    from: address.clone(),
+                    to: address.clone(),
+                    asset: asset.clone(),
+                    amount: shown.clone(),
+                    usd: Usd::of(balance, decimals, self.state.price(asset_id)).to_f64(),
+                },
+                key: format!("{chain}:{address}:{asset}:floor:{}", t.0),
+            };
+            let summary = format!("{address} holds {shown} {asset}, under its floor of {floor}");
+            let figures = vec![
+                ("balance".to_string(), shown.clone()),
+                ("floor".to_string(), floor.clone()),
+            ];
             found.push(pending(
                 t,
                 rule,
-                scope,
+                scope_of(rule.scope, &chain, &address, asset),
                 &subject,
                 summary,
-                vec![("spender".to_string(), a.spender.to_string())],
+                figures,
             ));
         }
+    }
+
+    /// The pre-signing verdict on a withdrawal intent: the reasons to hold
+    /// it, and the freeze already covering its wallet, if any (`None`:
+    /// verdicts are off, or the wallet is not the exchange's).
+    fn verdict(&mut self, i: &Intent) -> Option<(Vec<String>, Option<String>)> {
+        let p = self.rules.presign.clone();
+        if !p.enabled {
+            return None;
+        }
+        let chain = self.state.chain_id(&i.chain);
+        let asset = self.state.asset_id(&i.asset);
+        let w = self
+            .state
+            .addrs
+            .get(&i.wallet)
+            .and_then(|id| self.state.wallet(chain, id))?;
+        let mut reasons = Vec::new();
+        let balance = self.state.balance(w, asset);
+        let share = balance.and_then(|b| i.amount.bps_of(b)).unwrap_or(0);
+        let history = self
+            .state
+            .history
+            .get(&(w, asset))
+            .copied()
+            .unwrap_or_default();
+        if history.count >= p.history_min && share >= p.min_share_bps {
+            let scaled = (p.history_multiple * 1000.0).round() as u128;
+            if U256::from(units(i.amount)) * U256::from(1000u32)
+                >= U256::from(units(history.max)) * U256::from(scaled)
+            {
+                reasons.push(format!(
+                    "{} {} is {:.1}x the wallet's largest earlier withdrawal ({}) and {} of its balance",
+                    i.amount.to_decimal_string(i.decimals),
+                    i.asset,
+                    units(i.amount) as f64 / units(history.max).max(1) as f64,
+                    history.max.to_decimal_string(i.decimals),
+                    pct(u64::from(share))
+                ));
+            }
+        }
+        for rule in &self.rules.rules {
+            if !rule.applies_to(&i.chain) {
+                continue;
+            }
+            if let RuleKind::Denylist(d) = &rule.kind
+                && p.denylist
+                && d.addresses.contains(&i.to)
+            {
+                reasons.push(format!("destination {} is denylisted ({})", i.to, rule.id));
+            }
+        }
+        if p.window {
+            // Would this withdrawal push a freezing share window over its
+            // limit?
+            for (rule, rs) in self.rules.rules.iter().zip(&self.rule_state) {
+                let (RuleKind::OutflowWindow(op), RuleState::Windows { spec, .. }) =
+                    (&rule.kind, rs)
+                else {
+                    continue;
+                };
+                if rule.action != Action::Freeze
+                    || rule.mode != Mode::Enforce
+                    || !op.per_asset
+                    || !rule.applies_to(&i.chain)
+                {
+                    continue;
+                }
+                let (Some(limit), Some(ss)) =
+                    (op.max_share_bps, self.specs.get(usize::from(*spec)))
+                else {
+                    continue;
+                };
+                let key = match ss.spec.level {
+                    Level::Wallet => WindowKey::Wallet(w, Some(asset)),
+                    Level::Asset => WindowKey::Asset(chain, asset),
+                    Level::Chain => WindowKey::Chain(chain, Some(asset)),
+                    Level::Global => continue,
+                };
+                let (sum, applied) = ss
+                    .windows
+                    .get(&key)
+                    .map_or((0, 0), |w| (w.sum(), w.sum_applied()));
+                let Some(bal) = self.state.scope_balance(&key) else {
+                    continue;
+                };
+                let after = bps(
+                    sum.saturating_add(units(i.amount)),
+                    units(bal).saturating_add(applied),
+                );
+                if after > u64::from(limit) {
+                    reasons.push(format!(
+                        "it would take {} of the balance out within the window of {} (limit {})",
+                        pct(after),
+                        rule.id,
+                        pct(u64::from(limit))
+                    ));
+                }
+            }
+        }
+        if p.converging {
+            let to = self.state.addrs.get(&i.to);
+            for (rule, rs) in self.rules.rules.iter().zip(&self.rule_state) {
+                let (RuleKind::NewDestination(np), RuleState::Destinations { fired, .. }) =
+                    (&rule.kind, rs)
+                else {
+                    continue;
+                };
+                if np.min_sources.is_some() && to.is_some_and(|to| fired.contains(&to)) {
+                    reasons.push(format!("destination {} is a new address already collecting from several hot wallets ({})", i.to, rule.id));
+                }
+            }
+        }
+        // A frozen wallet's withdrawals are held too, but that is the
+        // existing incident, not a new one: it adds a reason, never a
+        // finding of its own.
+        let frozen = p.frozen.then(|| {
+            let scope = Scope::Wallet(i.chain.clone(), i.wallet.clone());
+            self.freezes
+                .iter()
+                .find(|f| f.scope.covers(&scope))
+                .map(|f| format!("its wallet is frozen ({}, {})", f.id, f.scope))
+        });
+        Some((reasons, frozen.flatten()))
+    }
+
+    /// Handles an intent: its verdict first; an allowed intent joins the
+    /// book, a held one does not (an outflow signed for it anyway is then
+    /// unmatched).
+    fn on_intent(&mut self, t: Timestamp, i: &Intent, found: &mut Vec<Pending>) -> Verdict {
+        match self.verdict(i) {
+            None => self.state.add_intent(t, i),
+            Some((reasons, None)) if reasons.is_empty() => self.state.add_intent(t, i),
+            // The wallet is already frozen: the hold belongs to that
+            // incident (no new finding), and the intent stays matchable so
+            // withdrawals the exchange signed before the freeze took effect
+            // are not reported as thefts.
+            Some((mut reasons, Some(frozen))) => {
+                self.state.add_intent(t, i);
+                reasons.push(frozen);
+                return Verdict::Hold { reasons };
+            }
+            Some((reasons, None)) => {
+                let summary = format!(
+                    "held withdrawal {}: {} {} from {} to {}: {}",
+                    i.id,
+                    i.amount.to_decimal_string(i.decimals),
+                    i.asset,
+                    i.wallet,
+                    i.to,
+                    reasons.join("; ")
+                );
+                let evidence = Evidence {
+                    chain: i.chain.clone(),
+                    tx_hash: i
+                        .tx_hash
+                        .clone()
+                        .unwrap_or_else(|| drainguard_model::TxHash::new("")),
+                    index: 0,
+                    stage: "intent".to_string(),
+                    from: i.wallet.clone(),
+                    to: i.to.clone(),
+                    asset: i.asset.clone(),
+                    amount: i.amount.to_decimal_string(i.decimals),
+                    usd: Usd::of(
+                        i.amount,
+                        i.decimals,
+                        self.state
+                            .price(self.state.asset_lookup(&i.asset).unwrap_or(0)),
+                    )
+                    .to_f64(),
+                };
+                let scope = Scope::Intent(i.id.clone());
+                found.push(Pending {
+                    finding: Finding {
+                        t,
+                        rule: PRESIGN_RULE.to_string(),
+                        kind: "presign".to_string(),
+                        severity: drainguard_model::Severity::Critical,
+                        scope: scope.clone(),
+                        chain: Some(i.chain.clone()),
+                        wallet: Some(i.wallet.clone()),
+                        summary,
+                        shadow: false,
+                        wants_freeze: true,
+                        figures: reasons
+                            .iter()
+                            .enumerate()
+                            .map(|(n, r)| (format!("reason_{}", n + 1), r.clone()))
+                            .collect(),
+                        evidence: vec![evidence],
+                    },
+                    freeze_scope: Some(scope),
+                    evidence_key: format!("intent:{}", i.id),
+                });
+                return Verdict::Hold { reasons };
+            }
+        }
+        Verdict::Allow
+    }
+
+    /// Processes a withdrawal intent as [`Engine::process`] does and
+    /// returns its pre-signing verdict, for the intents API.
+    pub fn process_intent(
+        &mut self,
+        t: Timestamp,
+        intent: &Intent,
+        out: &mut Vec<Output>,
+    ) -> Verdict {
+        if t > self.now {
+            self.now = t;
+        }
+        self.stats.events += 1;
+        let mut found = Vec::new();
+        let verdict = self.on_intent(t, intent, &mut found);
+        if !found.is_empty() {
+            self.correlate(t, &mut found);
+            self.emit(found, out);
+        }
+        verdict
     }
 
     /// Feeds this event's findings to the correlation rules, which may add

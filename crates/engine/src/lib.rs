@@ -21,9 +21,10 @@ mod state;
 mod window;
 
 pub use config::{
-    Action, ConfigError, ConfigErrors, CorrelationParams, DEFAULT_DENYLIST, DEFAULT_RULES,
-    DenylistParams, FileReader, IntentMatching, IntentsMode, Level, Mode, NewDestinationParams,
-    OutflowWindowParams, Rule, RuleKind, RuleSet, UnmatchedParams, VelocityParams, parse_denylist,
+    Action, ApprovalParams, BalanceDrainParams, ConfigError, ConfigErrors, CorrelationParams,
+    DEFAULT_DENYLIST, DEFAULT_RULES, DenylistParams, FileReader, IntentMatching, IntentsMode,
+    Level, Mode, NewDestinationParams, OutflowWindowParams, PresignParams, Rule, RuleKind, RuleSet,
+    UnmatchedParams, VelocityParams, parse_denylist,
 };
-pub use engine::{Engine, EngineStats, Output, WindowFigure};
+pub use engine::{Engine, EngineStats, Output, Verdict, WindowFigure};
 pub use window::{Seq, SlidingWindow};

@@ -30,6 +30,11 @@ pub(crate) enum RuleState {
         windows: FxHashMap<AddrId, DestWindow>,
         fired: FxHashSet<AddrId>,
     },
+    /// `balance_drain` floors: the (wallet, asset) pairs under their floor
+    /// right now (one finding per fall).
+    Floors {
+        fired: FxHashSet<(WalletIdx, crate::state::AssetId)>,
+    },
     /// `correlation`: recent qualifying findings.
     Correlation {
         recent: VecDeque<Correlated>,

@@ -320,6 +320,20 @@ impl State {
         id
     }
 
+    /// An asset's id, if it has one (never creates it).
+    pub(crate) fn asset_lookup(&self, a: &Asset) -> Option<AssetId> {
+        self.assets
+            .iter()
+            .position(|x| x == a)
+            .and_then(|i| AssetId::try_from(i).ok())
+    }
+
+    /// The wallet of an address on a chain, if it is the exchange's.
+    pub(crate) fn wallet_of(&mut self, chain: &Chain, a: &Address) -> Option<WalletIdx> {
+        let c = self.chain_id(chain);
+        self.addrs.get(a).and_then(|id| self.wallet(c, id))
+    }
+
     pub(crate) fn set_price(&mut self, a: &Asset, p: Price) {
         let id = self.asset_id(a);
         self.prices[usize::from(id)] = p;

@@ -119,3 +119,48 @@ fn a_generated_day_is_large_and_replays_deterministically() {
     assert!(a.stats.records >= 100_000, "{} records", a.stats.records);
     assert_eq!(a.report, b.report);
 }
+
+#[test]
+fn giant_withdrawal_is_held_at_its_intent() {
+    for seed in 1..=3 {
+        for intents in [true, false] {
+            let r = run(&day("giant", seed, intents, 1.0));
+            let s = score(&r);
+            assert_eq!(s.false_freezes, 0, "seed {seed}:\n{}", describe(&r));
+            assert_eq!(
+                s.attack_usd_before_freeze,
+                0.0,
+                "seed {seed} intents {intents}: nothing lost\n{}",
+                describe(&r)
+            );
+            assert_eq!(
+                s.detection_delay_seconds,
+                Some(0.0),
+                "seed {seed} intents {intents}: at the first attack record"
+            );
+            if intents {
+                assert!(
+                    r.report.freezes[0].scope.starts_with("intent:"),
+                    "held at its intent: {}",
+                    describe(&r)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn approval_to_unknown_spender_freezes_at_the_approval() {
+    for seed in 1..=3 {
+        let r = run(&day("approval", seed, true, 1.0));
+        let s = score(&r);
+        assert_eq!(s.false_freezes, 0);
+        assert_eq!(s.detection_delay_seconds, Some(0.0), "{}", describe(&r));
+        assert!(
+            r.report.freezes[0].reason.starts_with("unknown-approval"),
+            "{}",
+            describe(&r)
+        );
+        assert_eq!(s.attack_usd_before_freeze, 0.0);
+    }
+}

@@ -7,11 +7,11 @@
     clippy::too_many_arguments
 )]
 
-use drainguard_engine::{Engine, Output, RuleSet};
+use drainguard_engine::{Engine, Output, RuleSet, Verdict};
 use drainguard_model::{
-    Address, Amount, Approval, ApprovalStandard, Asset, BalanceObs, Chain, Event, EventKind,
-    Finding, Freeze, Intent, Price, PriceObs, Stage, Timestamp, Transfer, TxHash, WalletDecl,
-    WalletRole,
+    Address, AdminAction, AdminChange, Amount, Approval, ApprovalStandard, Asset, BalanceObs,
+    Chain, Event, EventKind, Finding, Freeze, Intent, Price, PriceObs, Stage, Timestamp, Transfer,
+    TxHash, WalletDecl, WalletRole,
 };
 
 pub const T0: i64 = 1_694_476_800; // 2023-09-12T00:00:00Z
@@ -162,6 +162,60 @@ impl Driver {
             amount: Amount::MAX,
             standard: ApprovalStandard::Erc20,
         }))
+    }
+
+    pub fn admin(
+        &mut self,
+        chain: &str,
+        tx: &str,
+        wallet: &str,
+        action: AdminAction,
+        target: &str,
+    ) -> &mut Self {
+        self.send(EventKind::Admin(AdminChange {
+            chain: Chain::new(chain),
+            tx_hash: TxHash::new(tx),
+            wallet: Address::new(wallet),
+            action,
+            target: Address::new(target),
+        }))
+    }
+
+    pub fn balance(&mut self, chain: &str, wallet: &str, asset: &str, amount: &str) -> &mut Self {
+        self.send(EventKind::Balance(BalanceObs {
+            chain: Chain::new(chain),
+            wallet: Address::new(wallet),
+            asset: Asset::new(asset),
+            amount: units(amount),
+            decimals: 18,
+        }))
+    }
+
+    /// Sends an intent through the verdict API and returns the verdict.
+    pub fn verdict(
+        &mut self,
+        id: &str,
+        chain: &str,
+        wallet: &str,
+        to: &str,
+        asset: &str,
+        amount: &str,
+    ) -> Verdict {
+        let intent = Intent {
+            id: id.to_string(),
+            chain: Chain::new(chain),
+            wallet: Address::new(wallet),
+            to: Address::new(to),
+            asset: Asset::new(asset),
+            amount: units(amount),
+            decimals: 18,
+            tx_hash: None,
+        };
+        self.engine.process_intent(
+            Timestamp::from_unix_secs(self.now),
+            &intent,
+            &mut self.outputs,
+        )
     }
 
     pub fn findings(&self) -> Vec<&Finding> {

@@ -1,0 +1,247 @@
+//! balance_drain, approval and the pre-signing verdict: each fires on the
+//! case built for it and stays quiet otherwise.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Driver;
+use drainguard_engine::Verdict;
+use drainguard_model::{AdminAction, Stage, WalletRole};
+
+const HOT: &str = "0x00000000000000000000000000000000000000a1";
+const HOT2: &str = "0x00000000000000000000000000000000000000a2";
+const COLD: &str = "0x00000000000000000000000000000000000000c0";
+const USER: &str = "0x00000000000000000000000000000000000000b1";
+const THIEF: &str = "0x00000000000000000000000000000000000000ee";
+const SAFE_MODULE: &str = "0x00000000000000000000000000000000000000f0";
+
+fn exchange(rules: &str) -> Driver {
+    let mut d = Driver::new(rules);
+    d.price("ETH", 2000.0)
+        .hot("ethereum", HOT, &[("ETH", "1000")])
+        .hot("ethereum", HOT2, &[("ETH", "1000")])
+        .wallet("ethereum", COLD, WalletRole::Cold, &[("ETH", "100000")]);
+    d
+}
+
+const DRAIN: &str = r#"
+[[rule]]
+id = "drain"
+kind = "balance_drain"
+scope = "wallet"
+severity = "critical"
+action = "freeze"
+[rule.params]
+max_tx_share = 0.4
+floors = { ETH = "200" }
+"#;
+
+#[test]
+fn balance_drain_one_transaction_and_floor() {
+    let mut d = exchange(DRAIN);
+    d.at(0).eth("0x01", Stage::Pending, HOT, USER, "390");
+    assert!(d.findings().is_empty(), "39% is under 40%");
+    d.at(1).eth("0x02", Stage::Pending, HOT, THIEF, "410");
+    let f = d.findings_of("drain");
+    assert_eq!(f.len(), 1);
+    assert!(f[0].summary.contains("takes 41.0%"), "{}", f[0].summary);
+    // Both mined: 1000 - 800 = 200, at the floor, not under it.
+    d.at(12).eth("0x01", Stage::Included, HOT, USER, "390");
+    d.at(12).eth("0x02", Stage::Included, HOT, THIEF, "410");
+    assert_eq!(d.findings_of("drain").len(), 1);
+    d.at(24).eth("0x03", Stage::Included, HOT, USER, "1");
+    let f = d.findings_of("drain");
+    assert_eq!(f.len(), 2, "199 ETH is under the floor of 200");
+    assert!(
+        f[1].summary.contains("under its floor of 200"),
+        "{}",
+        f[1].summary
+    );
+    // Still under: the same incident. A refill re-arms it.
+    d.at(30).eth("0x04", Stage::Included, HOT, USER, "1");
+    assert_eq!(d.findings_of("drain").len(), 2);
+    d.at(40).balance("ethereum", HOT, "ETH", "900");
+    d.at(50).balance("ethereum", HOT, "ETH", "100");
+    assert_eq!(
+        d.findings_of("drain").len(),
+        3,
+        "a new fall under the floor"
+    );
+    // Cold wallets have no floor.
+    d.at(60).eth("0x05", Stage::Included, COLD, HOT2, "99999");
+    assert_eq!(d.findings_of("drain").len(), 3);
+}
+
+const APPROVAL: &str = r#"
+[[rule]]
+id = "approval"
+kind = "approval"
+scope = "wallet"
+severity = "critical"
+action = "freeze"
+[rule.params]
+allowlist = ["0x00000000000000000000000000000000000000F0"]
+"#;
+
+#[test]
+fn approval_outside_the_allowlist() {
+    let mut d = exchange(APPROVAL);
+    d.at(0).approval("ethereum", "0x01", HOT, SAFE_MODULE);
+    assert!(
+        d.findings().is_empty(),
+        "allowlisted spender (case-insensitive)"
+    );
+    d.at(1).approval("ethereum", "0x02", USER, THIEF);
+    assert!(d.findings().is_empty(), "not the exchange's wallet");
+    d.at(2).approval("ethereum", "0x03", HOT, THIEF);
+    let f = d.findings_of("approval");
+    assert_eq!(f.len(), 1);
+    assert!(
+        f[0].summary.contains("unlimited allowance"),
+        "{}",
+        f[0].summary
+    );
+    assert_eq!(d.freezes().len(), 1);
+    assert_eq!(
+        d.freezes()[0].t.0,
+        f[0].t.0,
+        "frozen at the approval itself"
+    );
+}
+
+#[test]
+fn approval_rule_watches_contract_wallet_control() {
+    let mut d = exchange(APPROVAL);
+    d.at(0).admin(
+        "ethereum",
+        "0x01",
+        HOT2,
+        AdminAction::EnableModule,
+        SAFE_MODULE,
+    );
+    assert!(d.findings().is_empty(), "the exchange's own module");
+    d.at(1)
+        .admin("ethereum", "0x02", USER, AdminAction::AddOwner, THIEF);
+    assert!(d.findings().is_empty(), "someone else's wallet");
+    d.at(2)
+        .admin("ethereum", "0x03", HOT2, AdminAction::Upgrade, THIEF);
+    let f = d.findings_of("approval");
+    assert_eq!(f.len(), 1);
+    assert!(f[0].summary.contains("Upgrade"), "{}", f[0].summary);
+    assert_eq!(
+        d.freezes()[0].scope.to_string(),
+        format!("wallet:ethereum:{HOT2}")
+    );
+}
+
+const PRESIGN: &str = r#"
+[presign]
+history_multiple = 10.0
+history_min = 3
+min_share = 0.05
+
+[[rule]]
+id = "share"
+kind = "outflow_window"
+scope = "wallet"
+severity = "critical"
+action = "freeze"
+[rule.params]
+window = "1h"
+per_asset = true
+max_share = 0.5
+
+[[rule]]
+id = "deny"
+kind = "denylist"
+scope = "wallet"
+severity = "critical"
+action = "freeze"
+[rule.params]
+addresses = ["0x00000000000000000000000000000000000000ee"]
+"#;
+
+#[test]
+fn verdict_allows_ordinary_withdrawals_and_holds_a_giant() {
+    let mut d = exchange(PRESIGN);
+    for i in 0..5 {
+        let id = format!("w{i}");
+        assert_eq!(
+            d.at(i).verdict(&id, "ethereum", HOT, USER, "ETH", "5"),
+            Verdict::Allow
+        );
+        d.at(i)
+            .eth(&format!("0x0{i}"), Stage::Included, HOT, USER, "5");
+    }
+    // 9.9x the largest earlier withdrawal: allowed.
+    assert_eq!(
+        d.at(10).verdict("w5", "ethereum", HOT, USER, "ETH", "49.5"),
+        Verdict::Allow
+    );
+    d.at(10).eth("0x05", Stage::Included, HOT, USER, "49.5");
+    // Now the largest is 49.5; 10x that and 5%+ of the balance: held.
+    let v = d
+        .at(20)
+        .verdict("giant", "ethereum", HOT, USER, "ETH", "495");
+    let Verdict::Hold { reasons } = v else {
+        panic!("expected a hold")
+    };
+    assert!(reasons.iter().any(|r| r.contains("10.0x")), "{reasons:?}");
+    let f = d.freezes();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].scope.to_string(), "intent:giant");
+    assert!(
+        d.freezes()
+            .iter()
+            .all(|f| !f.scope.to_string().starts_with("wallet")),
+        "a hold halts one withdrawal"
+    );
+    // The held intent is not matchable: only the allowed ones were opened,
+    // and all of those matched their transfers.
+    assert_eq!(d.engine.open_intents(), 0);
+}
+
+#[test]
+fn verdict_holds_denylist_window_and_frozen_wallets() {
+    let mut d = exchange(PRESIGN);
+    let Verdict::Hold { reasons } = d.at(0).verdict("a", "ethereum", HOT, THIEF, "ETH", "1") else {
+        panic!()
+    };
+    assert!(reasons[0].contains("denylisted"), "{reasons:?}");
+    // 400 left in the hour; another 200 would make 60% > 50%.
+    d.at(1).eth("0x01", Stage::Included, HOT, USER, "400");
+    let Verdict::Hold { reasons } = d.at(2).verdict("b", "ethereum", HOT, USER, "ETH", "200")
+    else {
+        panic!()
+    };
+    assert!(reasons[0].contains("would take 60.0%"), "{reasons:?}");
+    assert_eq!(
+        d.at(3).verdict("c", "ethereum", HOT, USER, "ETH", "50"),
+        Verdict::Allow,
+        "45% stays under"
+    );
+    // Freeze the wallet: every intent from it is held, without a new
+    // finding each time.
+    d.at(4).eth(
+        "0x02",
+        Stage::Pending,
+        HOT,
+        "0x00000000000000000000000000000000000000ee",
+        "1",
+    );
+    let findings = d.findings().len();
+    let Verdict::Hold { reasons } = d.at(5).verdict("d", "ethereum", HOT, USER, "ETH", "1") else {
+        panic!()
+    };
+    assert!(reasons[0].contains("its wallet is frozen"), "{reasons:?}");
+    assert_eq!(
+        d.findings().len(),
+        findings,
+        "part of the existing incident"
+    );
+    assert_eq!(
+        d.at(6).verdict("e", "ethereum", HOT2, USER, "ETH", "1"),
+        Verdict::Allow,
+        "the other wallet is not frozen"
+    );
+}
