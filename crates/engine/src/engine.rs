@@ -264,6 +264,45 @@ fn pending(
     }
 }
 
+/// Fresh per-rule state and shared window specs for a rule set.
+fn rule_states(rules: &RuleSet) -> (Vec<RuleState>, Vec<SpecState>) {
+    let mut specs: Vec<SpecState> = Vec::new();
+    let mut rule_state = Vec::with_capacity(rules.rules.len());
+    for rule in &rules.rules {
+        rule_state.push(match (&rule.kind, spec_of(rule)) {
+            (_, Some(spec)) => {
+                let idx = specs
+                    .iter()
+                    .position(|s| s.spec == spec)
+                    .unwrap_or_else(|| {
+                        specs.push(SpecState {
+                            spec,
+                            windows: FxHashMap::default(),
+                        });
+                        specs.len() - 1
+                    });
+                RuleState::Windows {
+                    spec: u16::try_from(idx).unwrap_or(u16::MAX),
+                    fired: FxHashSet::default(),
+                }
+            }
+            (RuleKind::NewDestination(_), None) => RuleState::Destinations {
+                windows: FxHashMap::default(),
+                fired: FxHashSet::default(),
+            },
+            (RuleKind::Correlation(_), None) => RuleState::Correlation {
+                recent: VecDeque::new(),
+                fired: false,
+            },
+            (RuleKind::BalanceDrain(_), None) => RuleState::Floors {
+                fired: FxHashSet::default(),
+            },
+            _ => RuleState::Stateless,
+        });
+    }
+    (rule_state, specs)
+}
+
 /// Whether a rule's window is over its limit now, with the figures and a
 /// one-line summary.
 fn window_exceeded(
@@ -380,40 +419,7 @@ fn window_exceeded(
 impl Engine {
     /// An engine with a validated rule set and no history.
     pub fn new(rules: RuleSet) -> Self {
-        let mut specs: Vec<SpecState> = Vec::new();
-        let mut rule_state = Vec::with_capacity(rules.rules.len());
-        for rule in &rules.rules {
-            rule_state.push(match (&rule.kind, spec_of(rule)) {
-                (_, Some(spec)) => {
-                    let idx = specs
-                        .iter()
-                        .position(|s| s.spec == spec)
-                        .unwrap_or_else(|| {
-                            specs.push(SpecState {
-                                spec,
-                                windows: FxHashMap::default(),
-                            });
-                            specs.len() - 1
-                        });
-                    RuleState::Windows {
-                        spec: u16::try_from(idx).unwrap_or(u16::MAX),
-                        fired: FxHashSet::default(),
-                    }
-                }
-                (RuleKind::NewDestination(_), None) => RuleState::Destinations {
-                    windows: FxHashMap::default(),
-                    fired: FxHashSet::default(),
-                },
-                (RuleKind::Correlation(_), None) => RuleState::Correlation {
-                    recent: VecDeque::new(),
-                    fired: false,
-                },
-                (RuleKind::BalanceDrain(_), None) => RuleState::Floors {
-                    fired: FxHashSet::default(),
-                },
-                _ => RuleState::Stateless,
-            });
-        }
+        let (rule_state, specs) = rule_states(&rules);
         let has_floors = rules
             .rules
             .iter()
@@ -437,6 +443,114 @@ impl Engine {
             since_prune: 0,
             last_prune: Timestamp(i64::MIN),
             has_floors,
+        }
+    }
+
+    /// Puts a new, already validated rule set in force without losing what
+    /// the engine knows: wallets, balances, intents, histories and freezes
+    /// stay; every window is rebuilt from the transfers still tracked, and
+    /// a window already over a limit counts as already reported, so a
+    /// reload neither forgets a drain in progress nor reports it twice.
+    pub fn reload(&mut self, rules: RuleSet) {
+        let (rule_state, specs) = rule_states(&rules);
+        self.rules = rules;
+        self.rule_state = rule_state;
+        self.specs = specs;
+        self.has_floors = self
+            .rules
+            .rules
+            .iter()
+            .any(|r| matches!(&r.kind, RuleKind::BalanceDrain(p) if !p.floors.is_empty()));
+        self.longest_window = self
+            .rules
+            .rules
+            .iter()
+            .map(rule_window)
+            .chain([self.rules.intents.match_window])
+            .max()
+            .unwrap_or_default();
+        let mut live: Vec<u32> = (0..self.state.slab.len() as u32)
+            .filter(|&i| {
+                let s = &self.state.slab[i as usize];
+                s.counted && s.judged && s.direction == Direction::Outflow && s.from.is_some()
+            })
+            .collect();
+        live.sort_by_key(|&i| self.state.slab[i as usize].first_seen);
+        for i in live {
+            let s = self.state.slab[i as usize];
+            let Some(from) = s.from else { continue };
+            let mut refs = Vec::with_capacity(self.specs.len() + 1);
+            for (slot, ss) in self.specs.iter_mut().enumerate() {
+                let value = match ss.spec.value {
+                    Value::Units => units(s.amount),
+                    Value::Usd => s.usd.0,
+                    Value::Count => 1,
+                };
+                let len = ss.spec.length;
+                let w = ss
+                    .windows
+                    .entry(key_of(&ss.spec, &s, from))
+                    .or_insert_with(|| SlidingWindow::new(len));
+                let seq = w.push(s.first_seen, value);
+                w.set_applied(seq, s.applied);
+                refs.push(WindowRef {
+                    slot: u16::try_from(slot).unwrap_or(u16::MAX),
+                    seq,
+                });
+            }
+            for (idx, (rule, rs)) in self
+                .rules
+                .rules
+                .iter()
+                .zip(self.rule_state.iter_mut())
+                .enumerate()
+            {
+                if let (RuleKind::NewDestination(p), RuleState::Destinations { windows, .. }) =
+                    (&rule.kind, rs)
+                    && (p.min_sources.is_some() || p.repeat_count.is_some())
+                {
+                    let seq = windows.entry(s.to).or_default().push(
+                        s.first_seen,
+                        from,
+                        s.share_bps,
+                        p.window,
+                    );
+                    refs.push(WindowRef {
+                        slot: DEST | u16::try_from(idx).unwrap_or(0),
+                        seq,
+                    });
+                }
+            }
+            self.state.refs[i as usize] = refs;
+        }
+        let now = self.now;
+        for (rule, rs) in self.rules.rules.iter().zip(self.rule_state.iter_mut()) {
+            match rs {
+                RuleState::Windows { spec, fired } => {
+                    let Some(ss) = self.specs.get_mut(usize::from(*spec)) else {
+                        continue;
+                    };
+                    for (key, w) in &mut ss.windows {
+                        if window_exceeded(w, &self.state, rule, key, now).is_some() {
+                            fired.insert(*key);
+                        }
+                    }
+                }
+                RuleState::Destinations { windows, fired } => {
+                    let RuleKind::NewDestination(p) = &rule.kind else {
+                        continue;
+                    };
+                    for (to, w) in windows.iter_mut() {
+                        let sum = w.summary(now, p.window);
+                        if p.min_sources.is_some_and(|m| sum.sources >= m)
+                            || p.repeat_count.is_some_and(|r| sum.payments >= r)
+                        {
+                            fired.insert(*to);
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -925,6 +1039,7 @@ impl Engine {
         }
         let st = &mut self.state.slab[i as usize];
         st.judged = true;
+        st.share_bps = share_bps;
         st.matched = matched.is_some();
         self.state.refs[i as usize] = refs;
     }

@@ -84,6 +84,8 @@ pub(crate) struct TransferState {
     pub(crate) applied: bool,
     pub(crate) judged: bool,
     pub(crate) matched: bool,
+    /// Its share of the sender's balance when first judged (basis points).
+    pub(crate) share_bps: u32,
 }
 
 /// A wallet of the exchange.
@@ -555,6 +557,7 @@ impl State {
             applied: false,
             judged: false,
             matched: false,
+            share_bps: 0,
         };
         let i = match self.free.pop() {
             Some(i) => {

@@ -245,3 +245,45 @@ fn verdict_holds_denylist_window_and_frozen_wallets() {
         "the other wallet is not frozen"
     );
 }
+
+const SHARE: &str = r#"
+[[rule]]
+id = "share"
+kind = "outflow_window"
+scope = "wallet"
+severity = "critical"
+action = "alert"
+[rule.params]
+window = "1h"
+per_asset = true
+max_share = 0.5
+"#;
+
+#[test]
+fn reload_keeps_windows_and_does_not_repeat_findings() {
+    let mut d = exchange(SHARE);
+    d.at(0).eth("0x01", Stage::Included, HOT, USER, "600");
+    assert_eq!(d.findings_of("share").len(), 1);
+    let before = d.engine.window_figures();
+    d.engine.reload(common::rules(SHARE));
+    assert_eq!(
+        d.engine.window_figures(),
+        before,
+        "windows rebuilt from the tracked transfers"
+    );
+    d.at(10).eth("0x02", Stage::Pending, HOT, USER, "1");
+    assert_eq!(
+        d.findings_of("share").len(),
+        1,
+        "the same incident, not reported again"
+    );
+    // A retraction after the reload still finds its window entry.
+    d.at(20).eth("0x01", Stage::Retracted, HOT, USER, "600");
+    let after = d.engine.window_figures();
+    assert_eq!(after[0].count, 1);
+    // New rules apply at once: a lower limit fires on the next outflow.
+    d.engine
+        .reload(common::rules(&SHARE.replace("0.5", "0.001")));
+    d.at(30).eth("0x03", Stage::Pending, HOT, USER, "1");
+    assert_eq!(d.findings_of("share").len(), 2);
+}
