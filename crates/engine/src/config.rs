@@ -268,6 +268,18 @@ impl Default for PresignParams {
     }
 }
 
+/// `blind` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlindParams {
+    /// Blind after this many expected block times without a new head.
+    pub k: f64,
+    /// Expected block times by chain; other chains learn theirs from the
+    /// heads they see (the median interval of the last heads).
+    pub block_times: Vec<(Chain, Duration)>,
+    /// Heads needed before a learned block time is trusted.
+    pub warmup_heads: u32,
+}
+
 /// A rule kind with its checked parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleKind {
@@ -287,6 +299,8 @@ pub enum RuleKind {
     BalanceDrain(BalanceDrainParams),
     /// Approvals and contract-wallet control changes outside an allowlist.
     Approval(ApprovalParams),
+    /// A chain whose head stopped moving.
+    Blind(BlindParams),
 }
 
 impl RuleKind {
@@ -301,6 +315,7 @@ impl RuleKind {
             RuleKind::Correlation(_) => "correlation",
             RuleKind::BalanceDrain(_) => "balance_drain",
             RuleKind::Approval(_) => "approval",
+            RuleKind::Blind(_) => "blind",
         }
     }
 }
@@ -617,6 +632,7 @@ const SEVERITIES: &[(&str, Severity)] = &[
 const ACTIONS: &[(&str, Action)] = &[("alert", Action::Alert), ("freeze", Action::Freeze)];
 const MODES: &[(&str, Mode)] = &[("enforce", Mode::Enforce), ("shadow", Mode::Shadow)];
 const KINDS: &[&str] = &[
+    "blind",
     "balance_drain",
     "approval",
     "unmatched_outflow",
@@ -779,6 +795,46 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
                 allowlist,
                 approvals,
                 admin,
+            })
+        }
+        "blind" => {
+            let k = p.positive("k").unwrap_or(10.0);
+            let warmup_heads = p
+                .count("warmup_heads")
+                .map_or(16, |c| u32::try_from(c).unwrap_or(u32::MAX));
+            let block_times = match p.take("block_times") {
+                None => Vec::new(),
+                Some(toml::Value::Table(t)) => {
+                    let mut out = Vec::new();
+                    for (chain, v) in t {
+                        match v {
+                            toml::Value::String(d) => match humantime::parse_duration(&d) {
+                                Ok(d) if !d.is_zero() => out.push((Chain::new(&chain), d)),
+                                _ => p.check.err(
+                                    &format!("params.block_times.{chain}"),
+                                    format!("{d:?} is not a duration like \"12s\""),
+                                ),
+                            },
+                            v => p.check.err(
+                                &format!("params.block_times.{chain}"),
+                                format!("expected a duration string, found {v}"),
+                            ),
+                        }
+                    }
+                    out
+                }
+                Some(v) => {
+                    p.check.err(
+                        "params.block_times",
+                        format!("expected a table of chain = \"12s\", found {v}"),
+                    );
+                    Vec::new()
+                }
+            };
+            RuleKind::Blind(BlindParams {
+                k,
+                block_times,
+                warmup_heads,
             })
         }
         "correlation" => {

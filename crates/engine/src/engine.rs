@@ -146,6 +146,9 @@ pub struct Engine {
     since_prune: u32,
     last_prune: Timestamp,
     has_floors: bool,
+    has_blind: bool,
+    blind_fired: Vec<bool>,
+    last_blind_check: Timestamp,
 }
 
 /// The pre-signing verdict on one withdrawal intent.
@@ -189,7 +192,8 @@ fn rule_window(rule: &Rule) -> Duration {
         RuleKind::UnmatchedOutflow(_)
         | RuleKind::Denylist(_)
         | RuleKind::BalanceDrain(_)
-        | RuleKind::Approval(_) => Duration::ZERO,
+        | RuleKind::Approval(_)
+        | RuleKind::Blind(_) => Duration::ZERO,
     }
 }
 
@@ -420,6 +424,10 @@ impl Engine {
     /// An engine with a validated rule set and no history.
     pub fn new(rules: RuleSet) -> Self {
         let (rule_state, specs) = rule_states(&rules);
+        let has_blind = rules
+            .rules
+            .iter()
+            .any(|r| matches!(r.kind, RuleKind::Blind(_)));
         let has_floors = rules
             .rules
             .iter()
@@ -443,6 +451,9 @@ impl Engine {
             since_prune: 0,
             last_prune: Timestamp(i64::MIN),
             has_floors,
+            has_blind,
+            blind_fired: Vec::new(),
+            last_blind_check: Timestamp(i64::MIN),
         }
     }
 
@@ -658,7 +669,16 @@ impl Engine {
             EventKind::Transfer(tr) => self.on_transfer(event.t, tr, &mut found),
             EventKind::Approval(a) => self.on_approval(event.t, a, &mut found),
             EventKind::Admin(a) => self.on_admin(event.t, a, &mut found),
-            EventKind::Head(_) => {}
+            EventKind::Head(h) => {
+                let c = self.state.chain_id(&h.chain);
+                self.state.head(c, h.block, event.t);
+                if let Some(fired) = self.blind_fired.get_mut(usize::from(c)) {
+                    *fired = false;
+                }
+            }
+        }
+        if self.has_blind && event.t.0.saturating_sub(self.last_blind_check.0) >= 1_000_000_000 {
+            self.check_blind(event.t, &mut found);
         }
         if !found.is_empty() {
             self.correlate(event.t, &mut found);
@@ -1471,6 +1491,97 @@ impl Engine {
             }
         }
         Verdict::Allow
+    }
+
+    /// Advances the engine's clock without an event, for the checks that
+    /// depend on time passing (a blind chain). The daemon calls it every
+    /// second; replay needs no ticks, its events carry the time.
+    pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        if now > self.now {
+            self.now = now;
+        }
+        let mut found = Vec::new();
+        if self.has_blind {
+            self.check_blind(self.now, &mut found);
+        }
+        if !found.is_empty() {
+            self.correlate(self.now, &mut found);
+            self.emit(found, out);
+        }
+    }
+
+    /// A chain is blind when its head has not moved for k expected block
+    /// times: one finding per outage, re-armed by the next head.
+    fn check_blind(&mut self, now: Timestamp, found: &mut Vec<Pending>) {
+        self.last_blind_check = now;
+        for rule in &self.rules.rules {
+            let RuleKind::Blind(p) = &rule.kind else {
+                continue;
+            };
+            for (c, track) in self.state.heads.iter().enumerate() {
+                let chain = &self.state.chains[c];
+                if track.last_t.0 == 0
+                    || !rule.applies_to(chain)
+                    || self.blind_fired.get(c).copied().unwrap_or(false)
+                {
+                    continue;
+                }
+                let expected = match p.block_times.iter().find(|(ch, _)| ch == chain) {
+                    Some((_, d)) => d.as_nanos() as f64,
+                    None if track.intervals.len() >= p.warmup_heads as usize => {
+                        track.median_interval() as f64
+                    }
+                    None => continue,
+                };
+                let silent = now.0.saturating_sub(track.last_t.0) as f64;
+                if expected <= 0.0 || silent <= p.k * expected {
+                    continue;
+                }
+                if self.blind_fired.len() <= c {
+                    self.blind_fired.resize(c + 1, false);
+                }
+                self.blind_fired[c] = true;
+                let summary = format!(
+                    "{chain} is blind: no new head for {:.0} s, {:.1} expected block times of {:.1} s (limit {})",
+                    silent / 1e9,
+                    silent / expected,
+                    expected / 1e9,
+                    p.k
+                );
+                let figures = vec![
+                    ("last_block".to_string(), track.last_block.to_string()),
+                    (
+                        "seconds_without_head".to_string(),
+                        format!("{:.0}", silent / 1e9),
+                    ),
+                    (
+                        "expected_block_seconds".to_string(),
+                        format!("{:.1}", expected / 1e9),
+                    ),
+                ];
+                let scope = Scope::Chain(chain.clone());
+                let freeze_scope = (rule.action == Action::Freeze && rule.mode == Mode::Enforce)
+                    .then(|| scope.clone());
+                found.push(Pending {
+                    finding: Finding {
+                        t: now,
+                        rule: rule.id.clone(),
+                        kind: rule.kind.name().to_string(),
+                        severity: rule.severity,
+                        scope,
+                        chain: Some(chain.clone()),
+                        wallet: None,
+                        summary,
+                        shadow: rule.mode == Mode::Shadow,
+                        wants_freeze: rule.action == Action::Freeze,
+                        figures,
+                        evidence: Vec::new(),
+                    },
+                    freeze_scope,
+                    evidence_key: format!("{chain}:blind:{}", track.last_block),
+                });
+            }
+        }
     }
 
     /// Processes a withdrawal intent as [`Engine::process`] does and

@@ -99,6 +99,24 @@ pub(crate) struct Wallet {
     pub(crate) assets: Vec<AssetId>,
 }
 
+/// What the engine knows of a chain's heads.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HeadTrack {
+    pub(crate) last_block: u64,
+    pub(crate) last_t: Timestamp,
+    /// Nanoseconds between the last heads, newest last (at most 31).
+    pub(crate) intervals: VecDeque<i64>,
+}
+
+impl HeadTrack {
+    /// The median interval: robust to a slow block or a burst.
+    pub(crate) fn median_interval(&self) -> i64 {
+        let mut v: Vec<i64> = self.intervals.iter().copied().collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    }
+}
+
 /// The payment history of one wallet in one asset.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct History {
@@ -289,6 +307,8 @@ pub(crate) struct State {
     /// [`PAID_EPOCH`] plus one (0: never); four bytes an address.
     pub(crate) first_paid: Vec<u32>,
     pub(crate) history: FxHashMap<(WalletIdx, AssetId), History>,
+    /// Heads by chain id (chains that never sent one have a default track).
+    pub(crate) heads: Vec<HeadTrack>,
 }
 
 impl State {
@@ -320,6 +340,26 @@ impl State {
         self.prices.push(Price::default());
         self.asset_ids.insert(a.clone(), id);
         id
+    }
+
+    /// Records a head; a higher block moves the chain on.
+    pub(crate) fn head(&mut self, c: ChainId, block: u64, t: Timestamp) {
+        let c = usize::from(c);
+        if self.heads.len() <= c {
+            self.heads.resize(c + 1, HeadTrack::default());
+        }
+        let h = &mut self.heads[c];
+        if h.last_t.0 != 0 && block <= h.last_block {
+            return;
+        }
+        if h.last_t.0 != 0 {
+            h.intervals.push_back(t.0.saturating_sub(h.last_t.0));
+            if h.intervals.len() > 31 {
+                h.intervals.pop_front();
+            }
+        }
+        h.last_block = block;
+        h.last_t = t;
     }
 
     /// An asset's id, if it has one (never creates it).

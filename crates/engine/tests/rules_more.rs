@@ -287,3 +287,88 @@ fn reload_keeps_windows_and_does_not_repeat_findings() {
     d.at(30).eth("0x03", Stage::Pending, HOT, USER, "1");
     assert_eq!(d.findings_of("share").len(), 2);
 }
+
+const BLIND: &str = r#"
+[[rule]]
+id = "blind"
+kind = "blind"
+scope = "chain"
+severity = "warning"
+action = "freeze"
+[rule.params]
+k = 5
+warmup_heads = 4
+block_times = { bitcoin = "10m" }
+"#;
+
+fn head(d: &mut Driver, chain: &str, block: u64) {
+    d.send(drainguard_model::EventKind::Head(drainguard_model::Head {
+        chain: chain.into(),
+        block,
+        hash: format!("h{block}"),
+    }));
+}
+
+#[test]
+fn blind_chain_after_k_block_times_once_per_outage() {
+    let mut d = exchange(BLIND);
+    for b in 0..10 {
+        d.at(b as i64 * 12);
+        head(&mut d, "ethereum", b);
+    }
+    // 59 s without a head is under 5 x 12 s.
+    d.at(108 + 59).price("ETH", 2000.0);
+    assert!(d.findings().is_empty());
+    d.at(108 + 61).price("ETH", 2000.0);
+    let f = d.findings_of("blind");
+    assert_eq!(f.len(), 1, "the clock moves on other events");
+    assert!(
+        f[0].summary.starts_with("ethereum is blind"),
+        "{}",
+        f[0].summary
+    );
+    assert_eq!(
+        d.freezes()[0].scope.to_string(),
+        "chain:ethereum",
+        "fail-closed"
+    );
+    d.at(500).price("ETH", 2000.0);
+    assert_eq!(d.findings_of("blind").len(), 1, "one finding per outage");
+    // The chain comes back, then stops again: a new outage.
+    d.at(510);
+    head(&mut d, "ethereum", 10);
+    let mut out = Vec::new();
+    d.engine.tick(
+        drainguard_model::Timestamp::from_unix_secs(common::T0 + 600),
+        &mut out,
+    );
+    assert_eq!(
+        out.len(),
+        1,
+        "tick() runs the check without an event: {out:?}"
+    );
+}
+
+#[test]
+fn blind_waits_for_warmup_or_a_configured_block_time() {
+    let mut d = exchange(BLIND);
+    d.at(0);
+    head(&mut d, "tron", 1);
+    d.at(3);
+    head(&mut d, "tron", 2);
+    d.at(10_000).price("ETH", 2000.0);
+    assert!(
+        d.findings().is_empty(),
+        "two heads are not enough to learn a block time"
+    );
+    d.at(10_000);
+    head(&mut d, "bitcoin", 800_000);
+    d.at(10_000 + 2999).price("ETH", 2000.0);
+    assert!(d.findings().is_empty());
+    d.at(10_000 + 3001).price("ETH", 2000.0);
+    assert_eq!(
+        d.findings_of("blind").len(),
+        1,
+        "configured 10 minutes, k = 5"
+    );
+}
