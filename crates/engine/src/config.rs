@@ -280,6 +280,18 @@ pub struct BlindParams {
     pub warmup_heads: u32,
 }
 
+/// `baseline` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineParams {
+    /// Fire when the last hour's outflow exceeds the median of this hour
+    /// of the week by more than `k` robust deviations.
+    pub k: f64,
+    /// Weeks of samples of an hour of the week before it is trusted.
+    pub warmup_weeks: u32,
+    /// Volumes under this many USD never fire (a noise floor).
+    pub min_usd: u128,
+}
+
 /// A rule kind with its checked parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleKind {
@@ -301,6 +313,8 @@ pub enum RuleKind {
     Approval(ApprovalParams),
     /// A chain whose head stopped moving.
     Blind(BlindParams),
+    /// Outflow volume against the learned per-hour-of-week baseline.
+    Baseline(BaselineParams),
 }
 
 impl RuleKind {
@@ -316,6 +330,7 @@ impl RuleKind {
             RuleKind::BalanceDrain(_) => "balance_drain",
             RuleKind::Approval(_) => "approval",
             RuleKind::Blind(_) => "blind",
+            RuleKind::Baseline(_) => "baseline",
         }
     }
 }
@@ -632,6 +647,7 @@ const SEVERITIES: &[(&str, Severity)] = &[
 const ACTIONS: &[(&str, Action)] = &[("alert", Action::Alert), ("freeze", Action::Freeze)];
 const MODES: &[(&str, Mode)] = &[("enforce", Mode::Enforce), ("shadow", Mode::Shadow)];
 const KINDS: &[&str] = &[
+    "baseline",
     "blind",
     "balance_drain",
     "approval",
@@ -795,6 +811,26 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
                 allowlist,
                 approvals,
                 admin,
+            })
+        }
+        "baseline" => {
+            if p.check_scope == Some(Level::Wallet) {
+                p.check.err(
+                    "scope",
+                    "a baseline learns 168 hours of weeks per scope: use asset, chain or global",
+                );
+            }
+            let k = p.positive("k").unwrap_or(6.0);
+            let warmup_weeks = p
+                .count("warmup_weeks")
+                .map_or(3, |c| u32::try_from(c).unwrap_or(u32::MAX));
+            let min_usd = p
+                .positive("min_usd")
+                .map_or(1_000_000_000, |d| (d * 1e6) as u128);
+            RuleKind::Baseline(BaselineParams {
+                k,
+                warmup_weeks,
+                min_usd,
             })
         }
         "blind" => {

@@ -46,6 +46,24 @@ pub struct EngineStats {
     pub freezes: u64,
 }
 
+/// Learned baseline state, as saved in the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LearnedState {
+    /// One entry per baseline rule and scope.
+    pub entries: Vec<LearnedEntry>,
+}
+
+/// What one baseline rule learned about one scope.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LearnedEntry {
+    /// The rule id.
+    pub rule: String,
+    /// The scope (`asset:…`, `chain:…` or `global`).
+    pub scope: String,
+    /// Its samples.
+    pub learned: crate::baseline::Learned,
+}
+
 /// The current total of one window, next to what its rule allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowFigure {
@@ -194,6 +212,7 @@ fn rule_window(rule: &Rule) -> Duration {
         | RuleKind::BalanceDrain(_)
         | RuleKind::Approval(_)
         | RuleKind::Blind(_) => Duration::ZERO,
+        RuleKind::Baseline(_) => Duration::from_secs(3600),
     }
 }
 
@@ -202,6 +221,7 @@ fn spec_of(rule: &Rule) -> Option<Spec> {
         RuleKind::OutflowWindow(p) if p.per_asset => (true, p.window, Value::Units),
         RuleKind::OutflowWindow(p) => (false, p.window, Value::Usd),
         RuleKind::Velocity(p) => (false, p.window, Value::Count),
+        RuleKind::Baseline(_) => (false, Duration::from_secs(3600), Value::Usd),
         _ => return None,
     };
     Some(Spec {
@@ -285,9 +305,18 @@ fn rule_states(rules: &RuleSet) -> (Vec<RuleState>, Vec<SpecState>) {
                         });
                         specs.len() - 1
                     });
-                RuleState::Windows {
-                    spec: u16::try_from(idx).unwrap_or(u16::MAX),
-                    fired: FxHashSet::default(),
+                let spec = u16::try_from(idx).unwrap_or(u16::MAX);
+                if matches!(rule.kind, RuleKind::Baseline(_)) {
+                    RuleState::Baseline {
+                        spec,
+                        learned: FxHashMap::default(),
+                        fired: FxHashSet::default(),
+                    }
+                } else {
+                    RuleState::Windows {
+                        spec,
+                        fired: FxHashSet::default(),
+                    }
                 }
             }
             (RuleKind::NewDestination(_), None) => RuleState::Destinations {
@@ -463,6 +492,7 @@ impl Engine {
     /// a window already over a limit counts as already reported, so a
     /// reload neither forgets a drain in progress nor reports it twice.
     pub fn reload(&mut self, rules: RuleSet) {
+        let learned = self.learned_state();
         let (rule_state, specs) = rule_states(&rules);
         self.rules = rules;
         self.rule_state = rule_state;
@@ -534,6 +564,7 @@ impl Engine {
             }
             self.state.refs[i as usize] = refs;
         }
+        self.restore_learned(learned);
         let now = self.now;
         for (rule, rs) in self.rules.rules.iter().zip(self.rule_state.iter_mut()) {
             match rs {
@@ -563,6 +594,72 @@ impl Engine {
                 _ => {}
             }
         }
+    }
+
+    /// What the baseline rules have learned, keyed by rule id and scope,
+    /// for the store (learned state survives restarts and reloads).
+    pub fn learned_state(&self) -> LearnedState {
+        let mut entries = Vec::new();
+        for (rule, rs) in self.rules.rules.iter().zip(&self.rule_state) {
+            let RuleState::Baseline { learned, .. } = rs else {
+                continue;
+            };
+            for (key, l) in learned {
+                let scope = match *key {
+                    WindowKey::Asset(c, a) => format!(
+                        "asset:{}:{}",
+                        self.state.chains[usize::from(c)],
+                        self.state.assets[usize::from(a)]
+                    ),
+                    WindowKey::Chain(c, _) => {
+                        format!("chain:{}", self.state.chains[usize::from(c)])
+                    }
+                    WindowKey::Global => "global".to_string(),
+                    WindowKey::Wallet(..) => continue,
+                };
+                entries.push(LearnedEntry {
+                    rule: rule.id.clone(),
+                    scope,
+                    learned: l.clone(),
+                });
+            }
+        }
+        entries.sort_by(|a, b| (&a.rule, &a.scope).cmp(&(&b.rule, &b.scope)));
+        LearnedState { entries }
+    }
+
+    /// Restores learned state saved by [`Engine::learned_state`]; entries
+    /// of rules no longer configured are dropped. Returns how many were
+    /// restored.
+    pub fn restore_learned(&mut self, saved: LearnedState) -> usize {
+        let mut restored = 0;
+        for e in saved.entries {
+            let Some(idx) = self.rules.rules.iter().position(|r| r.id == e.rule) else {
+                continue;
+            };
+            let key = match Scope::parse(&e.scope) {
+                Ok(Scope::Asset(c, a)) => {
+                    WindowKey::Asset(self.state.chain_id(&c), self.state.asset_id(&a))
+                }
+                Ok(Scope::Chain(c)) => WindowKey::Chain(self.state.chain_id(&c), None),
+                Ok(Scope::Global) => WindowKey::Global,
+                _ => continue,
+            };
+            let level_ok = matches!(
+                (self.rules.rules[idx].scope, key),
+                (Level::Asset, WindowKey::Asset(..))
+                    | (Level::Chain, WindowKey::Chain(..))
+                    | (Level::Global, WindowKey::Global)
+            );
+            if let (true, Some(RuleState::Baseline { learned, .. })) =
+                (level_ok, self.rule_state.get_mut(idx))
+                && e.learned.hours.len() == crate::baseline::HOURS
+            {
+                learned.insert(key, e.learned);
+                restored += 1;
+            }
+        }
+        restored
     }
 
     /// The rules in force.
@@ -724,6 +821,10 @@ impl Engine {
                     };
                     windows.retain(|_, w| w.last_t().is_some_and(|t| t > now.minus(len)));
                     fired.retain(|d| windows.contains_key(d));
+                }
+                RuleState::Baseline { fired, .. } => {
+                    let hour = now.0.div_euclid(3_600_000_000_000);
+                    fired.retain(|(_, h)| *h >= hour - 1);
                 }
                 RuleState::Correlation { .. } | RuleState::Stateless | RuleState::Floors { .. } => {
                 }
@@ -924,6 +1025,55 @@ impl Engine {
                         summary,
                         vec![("destination".to_string(), tr.to.to_string())],
                     ));
+                }
+                (
+                    RuleKind::Baseline(p),
+                    RuleState::Baseline {
+                        spec,
+                        learned,
+                        fired,
+                    },
+                ) => {
+                    let Some(ss) = self.specs.get_mut(usize::from(*spec)) else {
+                        continue;
+                    };
+                    let wkey = key_of(&ss.spec, &s, from);
+                    let hour = t.0.div_euclid(3_600_000_000_000);
+                    let l = learned.entry(wkey).or_default();
+                    if first_time {
+                        l.add(hour, s.usd.0);
+                    }
+                    let (median, mad, samples) = l.baseline(hour);
+                    let Some(w) = ss.windows.get_mut(&wkey) else {
+                        continue;
+                    };
+                    w.advance(t);
+                    let volume = w.sum();
+                    if samples < p.warmup_weeks as usize || volume < p.min_usd {
+                        continue;
+                    }
+                    // A deviation floor of a tenth of the median keeps a
+                    // perfectly regular hour from alarming on any change.
+                    let spread = (mad as f64 * 1.4826).max(median as f64 * 0.1).max(1.0);
+                    let limit = median as f64 + p.k * spread;
+                    let dollars = volume as f64 / 1e6;
+                    if dollars > limit && fired.insert((wkey, hour)) {
+                        let summary = format!(
+                            "{} left in the last hour, {:.1} robust deviations above this hour of the week's median of ${median} (limit {} deviations, {samples} weeks learned)",
+                            Usd(volume),
+                            (dollars - median as f64) / spread,
+                            p.k
+                        );
+                        let figures = vec![
+                            ("outflow_usd".to_string(), format!("{dollars:.2}")),
+                            ("median_usd".to_string(), median.to_string()),
+                            ("mad_usd".to_string(), mad.to_string()),
+                            ("limit_usd".to_string(), format!("{limit:.2}")),
+                            ("weeks".to_string(), samples.to_string()),
+                        ];
+                        let sub = Subject::of_transfer(tr, s.usd);
+                        found.push(pending(t, rule, scope(), &sub, summary, figures));
+                    }
                 }
                 (RuleKind::BalanceDrain(p), _)
                     if first_time && p.max_tx_share_bps.is_some_and(|l| share_bps > l) =>

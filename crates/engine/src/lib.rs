@@ -13,6 +13,7 @@
 //! - moves between the exchange's own wallets are internal, never outflows;
 //! - each withdrawal intent matches at most one outflow.
 
+mod baseline;
 mod config;
 mod engine;
 mod intern;
@@ -20,11 +21,12 @@ mod rules;
 mod state;
 mod window;
 
+pub use baseline::{Learned, robust};
 pub use config::{
     Action, ApprovalParams, BalanceDrainParams, ConfigError, ConfigErrors, CorrelationParams,
     DEFAULT_DENYLIST, DEFAULT_RULES, DenylistParams, FileReader, IntentMatching, IntentsMode,
     Level, Mode, NewDestinationParams, OutflowWindowParams, PresignParams, Rule, RuleKind, RuleSet,
     UnmatchedParams, VelocityParams, parse_denylist,
 };
-pub use engine::{Engine, EngineStats, Output, Verdict, WindowFigure};
+pub use engine::{Engine, EngineStats, LearnedEntry, LearnedState, Output, Verdict, WindowFigure};
 pub use window::{Seq, SlidingWindow};

@@ -30,6 +30,13 @@ pub(crate) enum RuleState {
         windows: FxHashMap<AddrId, DestWindow>,
         fired: FxHashSet<AddrId>,
     },
+    /// `baseline`: the shared 1-hour USD window it reads, what each scope
+    /// has learned, and the (scope, clock hour) pairs already reported.
+    Baseline {
+        spec: u16,
+        learned: FxHashMap<WindowKey, crate::baseline::Learned>,
+        fired: FxHashSet<(WindowKey, i64)>,
+    },
     /// `balance_drain` floors: the (wallet, asset) pairs under their floor
     /// right now (one finding per fall).
     Floors {

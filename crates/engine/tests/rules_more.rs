@@ -372,3 +372,111 @@ fn blind_waits_for_warmup_or_a_configured_block_time() {
         "configured 10 minutes, k = 5"
     );
 }
+
+const BASELINE: &str = r#"
+[[rule]]
+id = "baseline"
+kind = "baseline"
+scope = "chain"
+severity = "warning"
+action = "alert"
+[rule.params]
+k = 6
+warmup_weeks = 3
+min_usd = 1000
+"#;
+
+/// Four weeks of a steady 10 ETH an hour ($20k), each hour in two
+/// payments, with a little noise.
+fn steady_weeks(d: &mut Driver, weeks: i64) -> i64 {
+    let mut n = 0;
+    for h in 0..weeks * 168 {
+        for p in 0..2 {
+            let amount = if (h + p) % 3 == 0 { "5.5" } else { "4.75" };
+            d.at(h * 3600 + p * 1200).eth(
+                &format!("0x{n:x}"),
+                Stage::Included,
+                HOT,
+                &format!("0x{:040x}", 0x1000 + n),
+                amount,
+            );
+            n += 1;
+        }
+        // Refill so the wallet never runs dry.
+        d.balance("ethereum", HOT, "ETH", "1000");
+    }
+    n
+}
+
+#[test]
+fn baseline_learns_the_week_and_flags_a_surge() {
+    let mut d = exchange(BASELINE);
+    let mut n = steady_weeks(&mut d, 4);
+    assert!(
+        d.findings().is_empty(),
+        "a steady month raises nothing: {:?}",
+        d.findings().first().map(|f| &f.summary)
+    );
+    // Week five, a normal hour, then an hour of 150 ETH.
+    let t0 = 4 * 168 * 3600;
+    d.at(t0 + 60)
+        .eth("0xaa01", Stage::Included, HOT, USER, "10");
+    assert!(d.findings().is_empty());
+    for i in 0..15 {
+        d.at(t0 + 3600 + i * 60).eth(
+            &format!("0xbb{i:02}"),
+            Stage::Included,
+            HOT,
+            &format!("0x{:040x}", 0x9000 + i),
+            "10",
+        );
+        n += 1;
+    }
+    let f = d.findings_of("baseline");
+    assert_eq!(f.len(), 1, "one finding per scope and hour");
+    assert!(
+        f[0].summary.contains("robust deviations above"),
+        "{}",
+        f[0].summary
+    );
+    let _ = n;
+}
+
+#[test]
+fn baseline_state_survives_export_and_restore() {
+    let mut d = exchange(BASELINE);
+    steady_weeks(&mut d, 3);
+    let saved = d.engine.learned_state();
+    assert_eq!(saved.entries.len(), 1);
+    assert_eq!(saved.entries[0].scope, "chain:ethereum");
+    let json = serde_json::to_string(&saved).unwrap();
+    // A new engine (a restart) with the saved state flags the surge...
+    let mut fresh = exchange(BASELINE);
+    let restored = fresh
+        .engine
+        .restore_learned(serde_json::from_str(&json).unwrap());
+    assert_eq!(restored, 1);
+    let t0 = 3 * 168 * 3600 + 3600;
+    for i in 0..15 {
+        fresh.at(t0 + i * 60).eth(
+            &format!("0xcc{i:02}"),
+            Stage::Included,
+            HOT,
+            &format!("0x{:040x}", 0xa000 + i),
+            "10",
+        );
+    }
+    assert_eq!(fresh.findings_of("baseline").len(), 1);
+    // ...one without it is still warming up.
+    let mut cold = exchange(BASELINE);
+    for i in 0..15 {
+        cold.at(t0 + i * 60).eth(
+            &format!("0xcc{i:02}"),
+            Stage::Included,
+            HOT,
+            &format!("0x{:040x}", 0xa000 + i),
+            "10",
+        );
+    }
+    assert!(cold.findings().is_empty());
+}
