@@ -56,6 +56,15 @@ impl Amount {
     /// Parses a decimal string of whole units (`"4950.5"`) into base units of
     /// an asset with `decimals` decimals. No sign, exponent or separators.
     pub fn parse_decimal(s: &str, decimals: u8) -> Result<Self, AmountError> {
+        match parse_decimal_u128(s.as_bytes(), decimals) {
+            Some(units) => Ok(Amount::from_base_units(units)),
+            None => Self::parse_decimal_u256(s, decimals),
+        }
+    }
+
+    /// The general path of [`Amount::parse_decimal`], digit by digit in
+    /// 256 bits; it also decides every error.
+    fn parse_decimal_u256(s: &str, decimals: u8) -> Result<Self, AmountError> {
         if s.is_empty() {
             return Err(AmountError::Empty);
         }
@@ -157,6 +166,32 @@ impl Amount {
     }
 }
 
+/// The fast path of [`Amount::parse_decimal`]: a well-formed amount of at
+/// most 38 digits once scaled (`int` digits plus `decimals`), which always
+/// fits a `u128`. `None` for anything else, valid or not: the 256-bit path
+/// then decides, so the two never disagree.
+fn parse_decimal_u128(s: &[u8], decimals: u8) -> Option<u128> {
+    let (int, frac) = match s.iter().position(|&c| c == b'.') {
+        Some(dot) => (&s[..dot], &s[dot + 1..]),
+        None => (s, &[][..]),
+    };
+    let decimals = usize::from(decimals);
+    if (int.is_empty() && frac.is_empty()) || frac.len() > decimals || int.len() + decimals > 38 {
+        return None;
+    }
+    let mut acc: u128 = 0;
+    for &c in int.iter().chain(frac) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        // At most 38 digits: never overflows.
+        acc = acc * 10 + u128::from(d);
+    }
+    let pad = u32::try_from(decimals - frac.len()).ok()?;
+    acc.checked_mul(10u128.checked_pow(pad)?)
+}
+
 impl Serialize for Amount {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0.to_string())
@@ -209,6 +244,13 @@ impl Usd {
         let nano = price.nano_dollars();
         if nano.is_zero() || amount.is_zero() {
             return Usd::ZERO;
+        }
+        // Fast path: everything fits in 128 bits (any real transfer).
+        if let (Ok(a), Ok(n)) = (u128::try_from(amount.0), u128::try_from(nano))
+            && let (Some(p), Some(scale)) =
+                (a.checked_mul(n), 10u128.checked_pow(u32::from(decimals)))
+        {
+            return Usd(p / scale / 1000);
         }
         // amount × nano / 10^decimals / 1000: divide first where the product
         // would overflow, which only happens far beyond any real value.
@@ -345,6 +387,27 @@ mod tests {
             let a = Amount::from_base_units(raw);
             let s = a.to_decimal_string(decimals);
             prop_assert_eq!(Amount::parse_decimal(&s, decimals), Ok(a));
+        }
+
+        #[test]
+        fn fast_path_matches_u256_path(
+            s in prop_oneof![
+                "[0-9]{0,25}(\\.[0-9]{0,20})?",
+                "[0-9]{30,45}(\\.[0-9]{0,3})?",
+                "[0-9.,e-]{0,12}",
+            ],
+            decimals in prop_oneof![Just(0u8), Just(6u8), Just(18u8), 0u8..=40],
+        ) {
+            let slow = Amount::parse_decimal_u256(&s, decimals);
+            match parse_decimal_u128(s.as_bytes(), decimals) {
+                Some(units) => prop_assert_eq!(&Ok(Amount::from_base_units(units)), &slow),
+                None => {
+                    // Only errors and values past the fast path's width are left to it.
+                    let int = s.split_once('.').map_or(s.as_str(), |(i, _)| i);
+                    prop_assert!(slow.is_err() || int.len() + usize::from(decimals) > 38, "{}", s);
+                }
+            }
+            prop_assert_eq!(Amount::parse_decimal(&s, decimals), slow);
         }
 
         #[test]
