@@ -1767,7 +1767,13 @@ impl Engine {
                 continue;
             };
             for f in found.iter().map(|p| &p.finding) {
-                if !f.shadow && f.severity >= p.min_severity && f.kind != "correlation" {
+                // Only findings that call for a freeze escalate: volume alerts on
+                // several chains during a withdrawal rush must not halt everything.
+                if !f.shadow
+                    && f.wants_freeze
+                    && f.severity >= p.min_severity
+                    && f.kind != "correlation"
+                {
                     let wallet = f.chain.clone().zip(f.wallet.clone());
                     recent.push_back((f.t, f.chain.clone(), wallet));
                 }

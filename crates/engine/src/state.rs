@@ -5,6 +5,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    hash::BuildHasher,
     sync::Arc,
     time::Duration,
 };
@@ -29,6 +30,9 @@ pub(crate) fn paid_at(t: Timestamp) -> u32 {
     let secs = t.0.div_euclid(1_000_000_000) - PAID_EPOCH;
     u32::try_from(secs.clamp(0, i64::from(u32::MAX - 1))).unwrap_or(0) + 1
 }
+
+/// Hours a retired transfer is still recognized.
+const RETIRED_HOURS: i64 = 24;
 
 /// A chain's dense id.
 pub(crate) type ChainId = u16;
@@ -307,6 +311,10 @@ pub(crate) struct State {
     /// [`PAID_EPOCH`] plus one (0: never); four bytes an address.
     pub(crate) first_paid: Vec<u32>,
     pub(crate) history: FxHashMap<(WalletIdx, AssetId), History>,
+    /// Fingerprints of retired transfers, by the hour they were retired:
+    /// 8 bytes a transfer instead of its whole state.
+    retired: VecDeque<(i64, FxHashSet<u64>)>,
+    retire_hasher: foldhash::fast::RandomState,
     /// Heads by chain id (chains that never sent one have a default track).
     pub(crate) heads: Vec<HeadTrack>,
 }
@@ -563,7 +571,9 @@ impl State {
         if let Some(&i) = self.transfers.get(&key) {
             return Some(i);
         }
-        if tr.stage == Stage::Retracted {
+        if tr.stage == Stage::Retracted || self.is_retired(&key) {
+            // A retraction of something never seen, or a late record of a
+            // transfer already counted and retired: nothing to do.
             return None;
         }
         let asset = self.asset_id(&tr.asset);
@@ -645,15 +655,40 @@ impl State {
     /// final, or dropped from the mempool) and intents that expired.
     pub(crate) fn prune(&mut self, now: Timestamp, retention: Duration, m: &IntentMatching) {
         let cutoff = now.minus(retention);
+        let hour = now.0.div_euclid(3_600_000_000_000);
+        if self.retired.back().is_none_or(|(h, _)| *h != hour) {
+            self.retired.push_back((hour, FxHashSet::default()));
+        }
+        while self
+            .retired
+            .front()
+            .is_some_and(|(h, _)| *h < hour - RETIRED_HOURS)
+        {
+            self.retired.pop_front();
+        }
         let (slab, refs, free) = (&self.slab, &mut self.refs, &mut self.free);
-        self.transfers.retain(|_, &mut i| {
+        let (hasher, retired) = (&self.retire_hasher, &mut self.retired);
+        self.transfers.retain(|key, &mut i| {
             let keep = slab[i as usize].first_seen >= cutoff;
             if !keep {
                 refs[i as usize] = Vec::new();
                 free.push(i);
+                if let Some((_, set)) = retired.back_mut() {
+                    set.insert(hasher.hash_one(key));
+                }
             }
             keep
         });
         self.intents.prune(now, m);
+    }
+
+    /// Whether a transfer's state was retired (counted long ago; its late
+    /// records, such as a slow chain's `confirmed`, change nothing).
+    fn is_retired(&self, key: &TransferMapKey) -> bool {
+        if self.retired.is_empty() {
+            return false;
+        }
+        let fp = self.retire_hasher.hash_one(key);
+        self.retired.iter().any(|(_, set)| set.contains(&fp))
     }
 }

@@ -480,3 +480,35 @@ fn baseline_state_survives_export_and_restore() {
     }
     assert!(cold.findings().is_empty());
 }
+
+#[test]
+fn a_slow_confirmation_after_the_state_is_retired_counts_nothing() {
+    let mut d = exchange(
+        r#"
+[[rule]]
+id = "unmatched"
+kind = "unmatched_outflow"
+scope = "wallet"
+severity = "critical"
+action = "freeze"
+"#,
+    );
+    d.at(0).intent("w1", "bitcoin", HOT, USER, "ETH", "1", None);
+    d.hot("bitcoin", HOT, &[("ETH", "100")]);
+    d.at(1).intent("w2", "bitcoin", HOT, USER, "ETH", "1", None);
+    d.at(2)
+        .transfer("bitcoin", "aa", 0, Stage::Pending, HOT, USER, "ETH", "1");
+    d.at(600)
+        .transfer("bitcoin", "aa", 0, Stage::Included, HOT, USER, "ETH", "1");
+    // Three hours of other traffic: the engine prunes its transfer states.
+    for i in 0..6000 {
+        d.at(600 + i * 2).price("ETH", 2000.0);
+    }
+    d.at(4 * 3600)
+        .transfer("bitcoin", "aa", 0, Stage::Confirmed, HOT, USER, "ETH", "1");
+    assert!(
+        d.findings().is_empty(),
+        "the late confirmation is the same transfer: {:?}",
+        d.findings().first().map(|f| &f.summary)
+    );
+}

@@ -36,77 +36,75 @@ fn describe(r: &Replay) -> String {
         .join("\n")
 }
 
+/// Five seeds, 0.1x to 10x normal volume, with and without a connected
+/// withdrawal system.
+fn matrix() -> impl Iterator<Item = (u64, f64, bool)> {
+    (1..=5u64).flat_map(|seed| {
+        [0.1, 1.0, 10.0]
+            .into_iter()
+            .flat_map(move |v| [true, false].into_iter().map(move |i| (seed, v, i)))
+    })
+}
+
 #[test]
-fn quiet_days_raise_no_freeze() {
-    for seed in 1..=3 {
-        for intents in [true, false] {
-            for (name, volume) in [
-                ("normal", 1.0),
-                ("normal", 0.1),
-                ("normal", 3.0),
-                ("rush", 1.0),
-            ] {
-                let r = run(&day(name, seed, intents, volume));
-                assert!(
-                    r.report.freezes.is_empty(),
-                    "{name} day, seed {seed}, intents {intents}, volume {volume}: false freezes:\n{}",
-                    describe(&r)
-                );
-                assert_eq!(score(&r).false_freezes, 0);
-            }
-        }
+fn normal_days_raise_no_freeze_at_any_volume() {
+    for (seed, volume, intents) in matrix() {
+        let r = run(&day("normal", seed, intents, volume));
+        assert!(
+            r.report.freezes.is_empty(),
+            "normal day, seed {seed}, volume {volume}, intents {intents}: false freezes:\n{}",
+            describe(&r)
+        );
+    }
+}
+
+#[test]
+fn withdrawal_rushes_page_but_never_freeze() {
+    for (seed, volume, intents) in matrix() {
+        let r = run(&day("rush", seed, intents, volume));
+        assert!(
+            r.report.freezes.is_empty(),
+            "6x rush, seed {seed}, volume {volume}, intents {intents}: false freezes:\n{}",
+            describe(&r)
+        );
     }
 }
 
 #[test]
 fn stolen_key_drain_freezes_at_the_first_theft() {
-    for seed in 1..=3 {
-        for intents in [true, false] {
-            let r = run(&day("coinex", seed, intents, 1.0));
-            let s = score(&r);
-            assert_eq!(
-                s.false_freezes,
-                0,
-                "seed {seed} intents {intents}:\n{}",
-                describe(&r)
-            );
-            let delay = s.detection_delay_seconds.unwrap_or(f64::INFINITY);
-            assert!(
-                delay < 1.0,
-                "seed {seed} intents {intents}: delay {delay}\n{}",
-                describe(&r)
-            );
-            assert_eq!(
-                s.attack_usd_before_freeze, 0.0,
-                "the first stolen transaction is stopped at its pending record"
-            );
-            assert!(s.attack_usd_total > 1e6);
-            assert!(
-                r.report.freezes.iter().any(|f| f.scope == "global"),
-                "several chains drained: a global freeze"
-            );
-        }
+    for (seed, volume, intents) in matrix() {
+        let r = run(&day("coinex", seed, intents, volume));
+        let s = score(&r);
+        let case = format!("seed {seed}, volume {volume}, intents {intents}");
+        assert_eq!(s.false_freezes, 0, "{case}:\n{}", describe(&r));
+        let delay = s.detection_delay_seconds.unwrap_or(f64::INFINITY);
+        assert!(delay < 1.0, "{case}: delay {delay}\n{}", describe(&r));
+        assert_eq!(
+            s.attack_usd_before_freeze, 0.0,
+            "{case}: the first stolen transaction is stopped at its pending record"
+        );
+        assert!(s.attack_usd_total > 1e5, "{case}");
+        assert!(
+            r.report.freezes.iter().any(|f| f.scope == "global"),
+            "{case}: several chains drained: a global freeze"
+        );
     }
 }
 
 #[test]
 fn withdrawal_system_abuse_freezes_before_a_tenth_leaves() {
-    for seed in 1..=3 {
-        for intents in [true, false] {
-            let r = run(&day("abuse", seed, intents, 1.0));
-            let s = score(&r);
-            assert_eq!(s.false_freezes, 0, "seed {seed}:\n{}", describe(&r));
-            assert!(
-                s.detection_delay_seconds.is_some(),
-                "seed {seed} intents {intents}: never frozen"
-            );
-            let share = s.attack_usd_before_freeze / s.attack_usd_total;
-            assert!(
-                share < 0.10,
-                "seed {seed} intents {intents}: {:.1}% left before the freeze",
-                share * 100.0
-            );
-        }
+    for (seed, volume, intents) in matrix() {
+        let r = run(&day("abuse", seed, intents, volume));
+        let s = score(&r);
+        let case = format!("seed {seed}, volume {volume}, intents {intents}");
+        assert_eq!(s.false_freezes, 0, "{case}:\n{}", describe(&r));
+        assert!(s.detection_delay_seconds.is_some(), "{case}: never frozen");
+        let share = s.attack_usd_before_freeze / s.attack_usd_total;
+        assert!(
+            share < 0.10,
+            "{case}: {:.1}% left before the freeze",
+            share * 100.0
+        );
     }
 }
 
@@ -122,45 +120,50 @@ fn a_generated_day_is_large_and_replays_deterministically() {
 
 #[test]
 fn giant_withdrawal_is_held_at_its_intent() {
-    for seed in 1..=3 {
-        for intents in [true, false] {
-            let r = run(&day("giant", seed, intents, 1.0));
-            let s = score(&r);
-            assert_eq!(s.false_freezes, 0, "seed {seed}:\n{}", describe(&r));
-            assert_eq!(
-                s.attack_usd_before_freeze,
-                0.0,
-                "seed {seed} intents {intents}: nothing lost\n{}",
+    for (seed, volume, intents) in matrix() {
+        let r = run(&day("giant", seed, intents, volume));
+        let s = score(&r);
+        let case = format!("seed {seed}, volume {volume}, intents {intents}");
+        assert_eq!(s.false_freezes, 0, "{case}:\n{}", describe(&r));
+        assert_eq!(
+            s.attack_usd_before_freeze,
+            0.0,
+            "{case}: nothing lost\n{}",
+            describe(&r)
+        );
+        assert_eq!(
+            s.detection_delay_seconds,
+            Some(0.0),
+            "{case}: at the first attack record"
+        );
+        if intents {
+            assert!(
+                r.report.freezes[0].scope.starts_with("intent:"),
+                "{case}: held at its intent: {}",
                 describe(&r)
             );
-            assert_eq!(
-                s.detection_delay_seconds,
-                Some(0.0),
-                "seed {seed} intents {intents}: at the first attack record"
-            );
-            if intents {
-                assert!(
-                    r.report.freezes[0].scope.starts_with("intent:"),
-                    "held at its intent: {}",
-                    describe(&r)
-                );
-            }
         }
     }
 }
 
 #[test]
 fn approval_to_unknown_spender_freezes_at_the_approval() {
-    for seed in 1..=3 {
-        let r = run(&day("approval", seed, true, 1.0));
+    for (seed, volume, intents) in matrix() {
+        let r = run(&day("approval", seed, intents, volume));
         let s = score(&r);
-        assert_eq!(s.false_freezes, 0);
-        assert_eq!(s.detection_delay_seconds, Some(0.0), "{}", describe(&r));
-        assert!(
-            r.report.freezes[0].reason.starts_with("unknown-approval"),
-            "{}",
+        let case = format!("seed {seed}, volume {volume}, intents {intents}");
+        assert_eq!(s.false_freezes, 0, "{case}");
+        assert_eq!(
+            s.detection_delay_seconds,
+            Some(0.0),
+            "{case}: {}",
             describe(&r)
         );
-        assert_eq!(s.attack_usd_before_freeze, 0.0);
+        assert!(
+            r.report.freezes[0].reason.starts_with("unknown-approval"),
+            "{case}: {}",
+            describe(&r)
+        );
+        assert_eq!(s.attack_usd_before_freeze, 0.0, "{case}");
     }
 }
