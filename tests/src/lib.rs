@@ -81,10 +81,22 @@ impl Daemon {
     /// Starts `drainguard run --config <config>` and waits until its API
     /// listens.
     pub fn start(config: &Path) -> anyhow::Result<Daemon> {
-        let mut child = Command::new(drainguard_bin()?)
-            .args(["run", "--config"])
+        Daemon::start_with_env(config, &[])
+    }
+
+    /// Like [`Daemon::start`], with these environment variables set. The
+    /// daemon never inherits the suite's `DRAINGUARD_ADMIN_TOKEN`: it has
+    /// one only when a test passes it here.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+        let mut cmd = Command::new(drainguard_bin()?);
+        cmd.args(["run", "--config"])
             .arg(config)
             .env("DRAINGUARD_LOG", "info")
+            .env_remove("DRAINGUARD_ADMIN_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -118,13 +130,24 @@ impl Daemon {
 
     /// Waits for a log line containing `needle`.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.wait_for_log_since(0, needle, timeout)
+    }
+
+    /// Waits for a log line containing `needle` among the lines from
+    /// number `from` on (`log().len()` before an action: a line it caused).
+    pub fn wait_for_log_since(
+        &mut self,
+        from: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(l) = self
                 .log
                 .lock()
                 .ok()
-                .and_then(|l| l.iter().find(|l| l.contains(needle)).cloned())
+                .and_then(|l| l.iter().skip(from).find(|l| l.contains(needle)).cloned())
             {
                 return Ok(l);
             }
@@ -161,12 +184,18 @@ impl Daemon {
         Ok((status, body))
     }
 
-    /// Sends a signal (`TERM`, `INT`, `KILL`) and waits for the exit.
-    pub fn signal_and_wait(
-        mut self,
-        signal: &str,
-        timeout: Duration,
-    ) -> anyhow::Result<ExitStatus> {
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the daemon is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal (`HUP`, ...) without waiting for anything.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
@@ -174,6 +203,36 @@ impl Daemon {
         if !status.success() {
             bail!("kill -{signal} failed");
         }
+        Ok(())
+    }
+
+    /// POSTs to a path of the API with no body and these headers: status
+    /// and body.
+    pub fn post(&self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u16, String)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent.post(&format!("{}{path}", self.base_url));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = req.send_empty().with_context(|| format!("POST {path}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .context("reading the body")?;
+        Ok((status, body))
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`) and waits for the exit.
+    pub fn signal_and_wait(
+        mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<ExitStatus> {
+        self.signal(signal)?;
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.child.try_wait()? {

@@ -6,8 +6,22 @@
 //! carries the wall-clock instant it entered the bus, so the engine can
 //! measure detection latency, and the position it comes from, so the
 //! engine can advance checkpoints only after the work is durable.
+//!
+//! The same channel carries control messages for the engine (a new rule
+//! set, for one), so the engine's loop stays single-threaded and ordered:
+//! a control message is handled between two events, never in the middle
+//! of one, and never reorders or drops an event. The bus does not know
+//! what a control message is: the engine's owner picks the type `C`.
+//!
+//! Control messages cannot be starved: a sender waiting for room gets it
+//! in the order it asked (the channel's permits are handed out first come,
+//! first served), so a control message waits behind at most the events
+//! already in the bus and the sends that were already waiting, however
+//! fast the watchers keep sending. A [`ControlSender`] does not keep the
+//! bus open: the engine stops once every [`BusSender`] is gone, whoever
+//! still holds a control handle.
 
-use std::time::Instant;
+use std::{fmt, time::Instant};
 
 use drainguard_model::{Chain, Event};
 use tokio::sync::mpsc;
@@ -34,30 +48,91 @@ pub struct Envelope {
     pub completes: Option<Position>,
 }
 
+/// What the engine receives: an event, or a control message for the
+/// engine's owner to act on between two events.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "events are the common case: boxing them would cost an allocation each"
+)]
+pub enum Message<C> {
+    /// An event from a watcher.
+    Event(Envelope),
+    /// A control message (its type is the engine owner's).
+    Control(C),
+}
+
 /// The bus was closed: the engine has stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the event bus is closed (the engine stopped)")]
 pub struct Closed;
 
-/// The sending side; cheap to clone, one per watcher.
-#[derive(Debug, Clone)]
-pub struct BusSender {
-    tx: mpsc::Sender<Envelope>,
+/// The sending side of events; cheap to clone, one per watcher. The bus
+/// stays open while one exists.
+pub struct BusSender<C> {
+    tx: mpsc::Sender<Message<C>>,
+}
+
+/// The sending side of control messages; cheap to clone. It does not keep
+/// the bus open.
+pub struct ControlSender<C> {
+    tx: mpsc::WeakSender<Message<C>>,
 }
 
 /// The receiving side, owned by the engine.
-#[derive(Debug)]
-pub struct BusReceiver {
-    rx: mpsc::Receiver<Envelope>,
+pub struct BusReceiver<C> {
+    rx: mpsc::Receiver<Message<C>>,
 }
 
-/// A bounded bus holding at most `capacity` events in flight.
-pub fn bounded(capacity: usize) -> (BusSender, BusReceiver) {
+// Hand-written so that `C` need not be `Clone` or `Debug`.
+impl<C> Clone for BusSender<C> {
+    fn clone(&self) -> Self {
+        BusSender {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<C> Clone for ControlSender<C> {
+    fn clone(&self) -> Self {
+        ControlSender {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<C> fmt::Debug for BusSender<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusSender")
+            .field("capacity", &self.capacity())
+            .field("depth", &self.depth())
+            .finish()
+    }
+}
+
+impl<C> fmt::Debug for ControlSender<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlSender")
+            .field("open", &(self.tx.strong_count() > 0))
+            .finish()
+    }
+}
+
+impl<C> fmt::Debug for BusReceiver<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusReceiver")
+            .field("depth", &self.depth())
+            .finish()
+    }
+}
+
+/// A bounded bus holding at most `capacity` messages in flight.
+pub fn bounded<C>(capacity: usize) -> (BusSender<C>, BusReceiver<C>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (BusSender { tx }, BusReceiver { rx })
 }
 
-impl BusSender {
+impl<C> BusSender<C> {
     /// Sends an event, waiting while the bus is full.
     pub async fn send(&self, event: Event, completes: Option<Position>) -> Result<(), Closed> {
         let env = Envelope {
@@ -65,10 +140,17 @@ impl BusSender {
             sent_at: Instant::now(),
             completes,
         };
-        self.tx.send(env).await.map_err(|_| Closed)
+        self.tx.send(Message::Event(env)).await.map_err(|_| Closed)
     }
 
-    /// Events waiting in the bus.
+    /// A handle for control messages to the same engine.
+    pub fn control_sender(&self) -> ControlSender<C> {
+        ControlSender {
+            tx: self.tx.downgrade(),
+        }
+    }
+
+    /// Messages waiting in the bus.
     pub fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
@@ -79,19 +161,29 @@ impl BusSender {
     }
 }
 
-impl BusReceiver {
-    /// The next event, waiting for one; `None` once every sender is gone
-    /// and the bus is drained.
-    pub async fn recv(&mut self) -> Option<Envelope> {
+impl<C> ControlSender<C> {
+    /// Sends a control message behind the events already in the bus,
+    /// waiting while the bus is full. [`Closed`] once every [`BusSender`]
+    /// is gone (the engine drains what is left and stops).
+    pub async fn send(&self, control: C) -> Result<(), Closed> {
+        let tx = self.tx.upgrade().ok_or(Closed)?;
+        tx.send(Message::Control(control)).await.map_err(|_| Closed)
+    }
+}
+
+impl<C> BusReceiver<C> {
+    /// The next message, waiting for one; `None` once every [`BusSender`]
+    /// is gone and the bus is drained.
+    pub async fn recv(&mut self) -> Option<Message<C>> {
         self.rx.recv().await
     }
 
-    /// The next event from a synchronous thread (the engine's).
-    pub fn blocking_recv(&mut self) -> Option<Envelope> {
+    /// The next message from a synchronous thread (the engine's).
+    pub fn blocking_recv(&mut self) -> Option<Message<C>> {
         self.rx.blocking_recv()
     }
 
-    /// Events waiting in the bus.
+    /// Messages waiting in the bus.
     pub fn depth(&self) -> usize {
         self.rx.len()
     }
@@ -114,9 +206,20 @@ mod tests {
         }
     }
 
+    /// What arrived, as `Ok(block)` for an event and `Err(control)`.
+    fn label(m: Message<&'static str>) -> Result<u64, &'static str> {
+        match m {
+            Message::Event(env) => match env.event.kind {
+                EventKind::Head(h) => Ok(h.block),
+                other => panic!("unexpected event {other:?}"),
+            },
+            Message::Control(c) => Err(c),
+        }
+    }
+
     #[tokio::test]
     async fn a_full_bus_makes_the_sender_wait_and_loses_nothing() {
-        let (tx, mut rx) = bounded(2);
+        let (tx, mut rx) = bounded::<()>(2);
         tx.send(head(1), None).await.unwrap();
         tx.send(head(2), None).await.unwrap();
         assert_eq!(tx.depth(), 2);
@@ -135,8 +238,9 @@ mod tests {
         });
         let mut got = Vec::new();
         while got.len() < 10 {
-            let env = rx.recv().await.unwrap();
-            if let EventKind::Head(h) = env.event.kind {
+            if let Message::Event(env) = rx.recv().await.unwrap()
+                && let EventKind::Head(h) = env.event.kind
+            {
                 got.push(h.block);
             }
         }
@@ -147,5 +251,78 @@ mod tests {
             rx.recv().await.is_none(),
             "closed once every sender is gone"
         );
+    }
+
+    #[tokio::test]
+    async fn a_control_message_on_a_full_bus_waits_its_turn_and_is_not_starved() {
+        let (tx, mut rx) = bounded::<&'static str>(2);
+        let control = tx.control_sender();
+        tx.send(head(1), None).await.unwrap();
+        tx.send(head(2), None).await.unwrap();
+        // The bus is full: the control message waits for room...
+        let ctl = tokio::spawn(async move { control.send("reload").await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !ctl.is_finished(),
+            "a control send waits while the bus is full"
+        );
+        // ...and a flood of events asked for room after it did.
+        let flood = tokio::spawn({
+            let tx = tx.clone();
+            async move {
+                for n in 3..=50 {
+                    tx.send(head(n), None).await.unwrap();
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut got = Vec::new();
+        while got.len() < 51 {
+            got.push(label(rx.recv().await.unwrap()));
+        }
+        ctl.await.unwrap().unwrap();
+        flood.await.unwrap();
+        let mut want = vec![Ok(1), Ok(2), Err("reload")];
+        want.extend((3..=50).map(Ok));
+        assert_eq!(
+            got, want,
+            "the control message comes after the events before it and before the ones after it; no event is lost"
+        );
+    }
+
+    #[tokio::test]
+    async fn control_messages_keep_their_order_among_events() {
+        let (tx, mut rx) = bounded::<&'static str>(16);
+        let control = tx.control_sender();
+        tx.send(head(1), None).await.unwrap();
+        control.send("a").await.unwrap();
+        tx.send(head(2), None).await.unwrap();
+        control.clone().send("b").await.unwrap();
+        assert_eq!(rx.depth(), 4);
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(label(rx.recv().await.unwrap()));
+        }
+        assert_eq!(got, vec![Ok(1), Err("a"), Ok(2), Err("b")]);
+    }
+
+    #[tokio::test]
+    async fn a_control_sender_does_not_keep_the_bus_open() {
+        let (tx, mut rx) = bounded::<&'static str>(4);
+        let control = tx.control_sender();
+        tx.send(head(1), None).await.unwrap();
+        drop(tx);
+        assert_eq!(
+            control.send("late").await,
+            Err(Closed),
+            "no engine will read it once the event senders are gone"
+        );
+        assert_eq!(
+            label(rx.recv().await.unwrap()),
+            Ok(1),
+            "the bus still drains"
+        );
+        assert!(rx.recv().await.is_none(), "then closes");
+        assert!(format!("{control:?}").contains("open: false"));
     }
 }

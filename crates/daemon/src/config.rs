@@ -120,11 +120,17 @@ pub(crate) struct Config {
     pub(crate) rules: RuleSet,
     /// Where the rules came from.
     pub(crate) rules_source: String,
+    /// The rules file (`[rules] path`, relative to the configuration
+    /// file); `None` for the built-in rules. A reload reads it again.
+    pub(crate) rules_path: Option<PathBuf>,
     /// Bus capacity in events.
     pub(crate) bus_capacity: usize,
     /// The simulator source, if enabled.
     pub(crate) sim: Option<SimSource>,
 }
+
+/// How the built-in rules are named in logs, reports and the audit log.
+pub(crate) const BUILTIN_RULES: &str = "the built-in rules";
 
 /// Every error found in a configuration.
 #[derive(Debug)]
@@ -267,24 +273,22 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
         }
         _ => None,
     };
-    let (rules, rules_source) = match &raw.rules.path {
+    let rules_path = raw.rules.path.as_deref().map(|p| resolve(&base, p));
+    let (rules, rules_source) = match &rules_path {
         None => match RuleSet::builtin() {
-            Ok(r) => (Some(r), "the built-in rules".to_string()),
+            Ok(r) => (Some(r), BUILTIN_RULES.to_string()),
             Err(e) => {
                 errors.extend(e.0.iter().map(ToString::to_string));
                 (None, String::new())
             }
         },
-        Some(p) => {
-            let rp = resolve(&base, p);
-            match load_rules(&rp) {
-                Ok(r) => (Some(r), rp.display().to_string()),
-                Err(e) => {
-                    errors.extend(e.0);
-                    (None, String::new())
-                }
+        Some(rp) => match load_rules(rp) {
+            Ok(r) => (Some(r), rp.display().to_string()),
+            Err(e) => {
+                errors.extend(e.0);
+                (None, String::new())
             }
-        }
+        },
     };
     match rules {
         Some(rules) if errors.is_empty() => Ok(Config {
@@ -292,6 +296,7 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
             store_path,
             rules,
             rules_source,
+            rules_path,
             bus_capacity: raw.bus.capacity,
             sim,
         }),

@@ -5,11 +5,14 @@
 //! the responders, with `/metrics` and `/healthz`); `replay` runs a
 //! scenario file through the engine in virtual time; `sim` writes a
 //! generated scenario; `check-config` validates configuration and rules.
+//! The running daemon reloads its rules on SIGHUP or an admin call.
 
 mod api;
+mod auth;
 mod commands;
 mod config;
 mod metrics;
+mod reload;
 mod run;
 mod sources;
 mod tasks;

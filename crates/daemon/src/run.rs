@@ -1,5 +1,6 @@
 //! `drainguard run`: wires sources, bus, engine, store, responders and the
-//! HTTP API, and shuts them down in order on SIGTERM or SIGINT.
+//! HTTP API, and shuts them down in order on SIGTERM or SIGINT. SIGHUP
+//! reloads the rules (see [`crate::reload`]).
 //!
 //! Order of work for every event: evaluate, write findings, freezes and the
 //! completed checkpoint to the store in one transaction, then act. A crash
@@ -14,18 +15,22 @@ use std::{
 };
 
 use anyhow::{Context, anyhow};
-use drainguard_bus::{BusReceiver, Envelope};
+use drainguard_bus::{BusReceiver, Envelope, Message};
 use drainguard_engine::{Engine, Output};
 use drainguard_model::{EventKind, Freeze};
 use drainguard_respond::LogResponder;
-use drainguard_store::{Batch, Checkpoint, FreezeFilter, Store};
+use drainguard_store::{Batch, Checkpoint, FreezeFilter, Store, StoreError};
+use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     api::{self, ApiState, Health},
+    auth::{ADMIN_TOKEN_ENV, Token},
     config::{self, Config},
     metrics::Metrics,
+    reload::{self, Control, Reloader, RulesSource},
     sources, tasks,
 };
 
@@ -44,6 +49,12 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
+    // First of all: SIGHUP's default action would end the process.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // Read once; never logged, never in the configuration file.
+    let admin_token = Token::from_env(ADMIN_TOKEN_ENV);
     let metrics = Metrics::new().context("registering metrics")?;
     metrics.declare_rules(&config.rules);
     metrics
@@ -82,7 +93,14 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
     );
 
     let shutdown = CancellationToken::new();
-    let (bus_tx, bus_rx) = drainguard_bus::bounded(config.bus_capacity);
+    let (bus_tx, bus_rx) = drainguard_bus::bounded::<Control>(config.bus_capacity);
+    let reloader = Reloader::new(
+        match &config.rules_path {
+            Some(p) => RulesSource::File(p.clone()),
+            None => RulesSource::Builtin,
+        },
+        &bus_tx,
+    );
 
     // The simulator's chains start at genesis on every start.
     let sim_records = match &config.sim {
@@ -152,9 +170,19 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(message = "HTTP API listening", addr = %listener.local_addr()?);
     let mut api = tokio::task::JoinSet::new();
     {
+        if admin_token.is_some() {
+            tracing::info!(message = "admin API enabled", token_from = ADMIN_TOKEN_ENV);
+        } else {
+            tracing::info!(
+                message = "admin API disabled: no admin token in the environment",
+                token_from = ADMIN_TOKEN_ENV
+            );
+        }
         let router = api::router(ApiState {
             metrics: metrics.clone(),
             health: health.clone(),
+            reloader: reloader.clone(),
+            admin_token,
         });
         let token = shutdown.clone();
         tasks::spawn(&mut api, "api", async move {
@@ -164,17 +192,37 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         });
     }
 
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut failed = false;
-    tokio::select! {
-        _ = term.recv() => tracing::info!(message = "SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!(message = "SIGINT: shutting down"),
-        Some(done) = sources.join_next() => {
-            match done {
-                Ok(Ok(())) => tracing::info!(message = "source finished"),
-                Ok(Err(e)) => { failed = true; tracing::error!(message = "source failed", error = format!("{e:#}")) }
-                Err(e) => { failed = true; tracing::error!(message = "source panicked", error = %e) }
+    // Reloads run beside this loop, so a slow one never holds up SIGTERM;
+    // the reloader takes them one at a time.
+    let mut reloads = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!(message = "SIGHUP: reloading the rules");
+                let reloader = reloader.clone();
+                reloads.spawn(
+                    async move {
+                        // The outcome is logged and audited by the reload.
+                        let _outcome = reloader.reload(reload::actor::SIGNAL).await;
+                    }
+                    .instrument(tracing::info_span!("task", name = "reload")),
+                );
+            }
+            Some(done) = reloads.join_next(), if !reloads.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(message = "rules reload panicked; the running rules stay in force", error = %e);
+                }
+            }
+            _ = term.recv() => { tracing::info!(message = "SIGTERM: shutting down"); break }
+            _ = int.recv() => { tracing::info!(message = "SIGINT: shutting down"); break }
+            Some(done) = sources.join_next() => {
+                match done {
+                    Ok(Ok(())) => tracing::info!(message = "source finished"),
+                    Ok(Err(e)) => { failed = true; tracing::error!(message = "source failed", error = format!("{e:#}")) }
+                    Err(e) => { failed = true; tracing::error!(message = "source panicked", error = %e) }
+                }
+                break;
             }
         }
     }
@@ -189,6 +237,8 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
             }
         }
         let engine = engine_thread.await;
+        // A reload still waiting hears from the stopped engine and ends.
+        while reloads.join_next().await.is_some() {}
         while api.join_next().await.is_some() {}
         engine
     })
@@ -229,25 +279,19 @@ fn update_freeze_gauges(metrics: &Metrics, freezes: &[Freeze]) {
     }
 }
 
-/// Writes a batch, retrying while the database is busy. A permanent error
-/// stops the engine: nothing has been acted on and the checkpoint has not
-/// moved, so a restart redoes the work.
-fn commit(
-    store: &mut Store,
-    batch: &Batch,
-    metrics: &Metrics,
+/// Runs a store write, retrying while the database is busy (up to a
+/// minute); keeps `store_writable` up to date.
+fn retrying<T>(
     health: &Health,
-) -> anyhow::Result<drainguard_store::CommitOutcome> {
+    mut write: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     let mut delay = Duration::from_millis(10);
     let started = Instant::now();
     loop {
-        match store.commit(batch) {
-            Ok(outcome) => {
-                metrics
-                    .store_commit
-                    .observe(started.elapsed().as_secs_f64());
+        match write() {
+            Ok(v) => {
                 health.store_writable.store(true, Ordering::SeqCst);
-                return Ok(outcome);
+                return Ok(v);
             }
             Err(e) if e.is_retriable() && started.elapsed() < Duration::from_secs(60) => {
                 health.store_writable.store(false, Ordering::SeqCst);
@@ -257,10 +301,89 @@ fn commit(
             }
             Err(e) => {
                 health.store_writable.store(false, Ordering::SeqCst);
-                return Err(
-                    anyhow::Error::new(e).context("writing findings and freezes to the store")
-                );
+                return Err(e);
             }
+        }
+    }
+}
+
+/// Writes a batch, retrying while the database is busy. A permanent error
+/// stops the engine: nothing has been acted on and the checkpoint has not
+/// moved, so a restart redoes the work.
+fn commit(
+    store: &mut Store,
+    batch: &Batch,
+    metrics: &Metrics,
+    health: &Health,
+) -> anyhow::Result<drainguard_store::CommitOutcome> {
+    let started = Instant::now();
+    let outcome = retrying(health, || store.commit(batch))
+        .map_err(|e| anyhow::Error::new(e).context("writing findings and freezes to the store"))?;
+    metrics
+        .store_commit
+        .observe(started.elapsed().as_secs_f64());
+    Ok(outcome)
+}
+
+/// Appends an audit row for a reload. A failure is logged, not fatal: the
+/// reload itself has been decided, and detection goes on (a store that
+/// cannot write stops the engine at its next commit anyway).
+fn audit(
+    store: &mut Store,
+    health: &Health,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &serde_json::Value,
+) {
+    if let Err(e) = retrying(health, || {
+        store.append_audit(actor, action, subject, detail)
+    }) {
+        tracing::error!(message = "writing the audit log failed", action, subject, error = %e);
+    }
+}
+
+/// Acts on a control message, between two events.
+fn control(c: Control, engine: &mut Engine, store: &mut Store, metrics: &Metrics, health: &Health) {
+    match c {
+        Control::Reload {
+            rules,
+            actor,
+            source,
+            reply,
+        } => {
+            let previous = engine.rules().rules.len();
+            metrics.declare_rules(&rules);
+            engine.reload(rules);
+            let n = engine.rules().rules.len();
+            audit(
+                store,
+                health,
+                actor,
+                reload::RELOADED,
+                &source,
+                &json!({"rules": n, "previous_rules": previous}),
+            );
+            tracing::info!(message = "rules reloaded", actor, rules = n, previous_rules = previous, source = %source);
+            // The caller may have gone (a closed HTTP connection): the
+            // reload stands either way.
+            let _answered = reply.send(n);
+        }
+        Control::ReloadFailed {
+            actor,
+            source,
+            errors,
+            reply,
+        } => {
+            audit(
+                store,
+                health,
+                actor,
+                reload::RELOAD_FAILED,
+                &source,
+                &json!({"errors": errors}),
+            );
+            let _answered = reply.send(());
         }
     }
 }
@@ -268,18 +391,24 @@ fn commit(
 fn engine_loop(
     mut engine: Engine,
     mut store: Store,
-    mut bus: BusReceiver,
+    mut bus: BusReceiver<Control>,
     metrics: &Metrics,
     health: &Health,
 ) -> anyhow::Result<()> {
     let responder = LogResponder;
     let mut out = Vec::new();
-    while let Some(Envelope {
-        event,
-        sent_at,
-        completes,
-    }) = bus.blocking_recv()
-    {
+    while let Some(message) = bus.blocking_recv() {
+        let Envelope {
+            event,
+            sent_at,
+            completes,
+        } = match message {
+            Message::Event(envelope) => envelope,
+            Message::Control(c) => {
+                control(c, &mut engine, &mut store, metrics, health);
+                continue;
+            }
+        };
         engine.process(&event, &mut out);
         let chain = event.kind.chain().map(|c| c.as_str()).unwrap_or("");
         let stage = match &event.kind {

@@ -8,13 +8,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use drainguard_bus::{BusSender, Position};
+use drainguard_bus::Position;
 use drainguard_model::{Event, EventKind, Timestamp};
 use drainguard_sim::{Record, generate};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SimSource;
+use crate::{config::SimSource, reload::EventSender};
 
 /// Generates the scenario (starting now) off the async threads.
 pub(crate) async fn prepare(source: &SimSource) -> anyhow::Result<Vec<Record>> {
@@ -30,7 +30,7 @@ pub(crate) async fn prepare(source: &SimSource) -> anyhow::Result<Vec<Record>> {
 pub(crate) async fn play(
     records: Vec<Record>,
     speed: f64,
-    bus: BusSender,
+    bus: EventSender,
     on_started: impl FnOnce() + Send,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
