@@ -111,8 +111,25 @@ fn e2e_daemon_restart_keeps_freezes_in_force_and_sigint_stops_it() {
             .unwrap()
             .success()
     );
-    // Same world again: the freezes are restored, not raised twice.
+    // What the baseline learned was saved at shutdown...
+    {
+        let store = Store::open(&dir.path().join("state/drainguard.sqlite")).unwrap();
+        let learned = store
+            .get_state("engine.learned")
+            .unwrap()
+            .expect("learned state saved");
+        assert!(
+            !learned["entries"].as_array().unwrap().is_empty(),
+            "{learned}"
+        );
+    }
+    // Same world again: the freezes are restored, not raised twice, and
+    // the learned state is back.
     let mut d = Daemon::start(&cfg).unwrap();
+    let restored = d
+        .wait_for_log("learned state restored", Duration::from_secs(30))
+        .unwrap();
+    assert!(!restored.contains("entries=0"), "{restored}");
     d.wait_for_log(
         "freeze still in force from before the restart",
         Duration::from_secs(30),

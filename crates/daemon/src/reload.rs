@@ -34,6 +34,9 @@ pub(crate) mod actor {
 /// What the engine thread is asked to do between two events.
 #[derive(Debug)]
 pub(crate) enum Control {
+    /// A second has passed: run the checks that need time to pass (a
+    /// blind chain) and, now and then, save what the engine has learned.
+    Tick,
     /// Put a validated rule set in force; answer with its rule count.
     Reload {
         rules: RuleSet,

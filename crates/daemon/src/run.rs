@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, anyhow};
 use drainguard_bus::{BusReceiver, Envelope, Message};
 use drainguard_engine::{Engine, Output};
-use drainguard_model::{EventKind, Freeze};
+use drainguard_model::{EventKind, Freeze, Timestamp};
 use drainguard_respond::LogResponder;
 use drainguard_store::{Batch, Checkpoint, FreezeFilter, Store, StoreError};
 use serde_json::json;
@@ -33,6 +33,11 @@ use crate::{
     reload::{self, Control, Reloader, RulesSource},
     sources, tasks,
 };
+
+/// Where the engine's learned state lives in the store.
+const LEARNED_KEY: &str = "engine.learned";
+/// How often the learned state is saved while running (and at shutdown).
+const LEARNED_SAVE_EVERY: Duration = Duration::from_secs(600);
 
 /// How long shutdown may take before the daemon exits anyway.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
@@ -78,6 +83,20 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
     let active = store
         .freezes(FreezeFilter::Active)
         .context("reading active freezes")?;
+    if let Some(saved) = store
+        .get_state(LEARNED_KEY)
+        .context("reading learned state")?
+    {
+        match serde_json::from_value(saved) {
+            Ok(state) => {
+                let n = engine.restore_learned(state);
+                tracing::info!(message = "learned state restored", entries = n);
+            }
+            Err(e) => {
+                tracing::warn!(message = "learned state unreadable; learning again", error = %e)
+            }
+        }
+    }
     for f in active {
         tracing::warn!(message = "freeze still in force from before the restart", freeze_id = %f.freeze.id, scope = %f.freeze.scope);
         engine.restore_freeze(f.freeze);
@@ -162,6 +181,24 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     // The engine stops once every sender is gone: the sources hold theirs.
+    // A tick a second lets time-based checks (a blind chain) run when no
+    // event comes; it never keeps the bus open.
+    let ticker = bus_tx.control_sender();
+    let tick_token = shutdown.child_token();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = tick_token.cancelled() => break,
+                _ = every.tick() => {
+                    if ticker.send(Control::Tick).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
     drop(bus_tx);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -346,6 +383,8 @@ fn audit(
 /// Acts on a control message, between two events.
 fn control(c: Control, engine: &mut Engine, store: &mut Store, metrics: &Metrics, health: &Health) {
     match c {
+        // Ticks are handled by the engine loop itself.
+        Control::Tick => {}
         Control::Reload {
             rules,
             actor,
@@ -397,6 +436,7 @@ fn engine_loop(
 ) -> anyhow::Result<()> {
     let responder = LogResponder;
     let mut out = Vec::new();
+    let mut last_save = Instant::now();
     while let Some(message) = bus.blocking_recv() {
         let Envelope {
             event,
@@ -404,6 +444,19 @@ fn engine_loop(
             completes,
         } = match message {
             Message::Event(envelope) => envelope,
+            Message::Control(Control::Tick) => {
+                engine.tick(Timestamp::now(), &mut out);
+                if last_save.elapsed() >= LEARNED_SAVE_EVERY {
+                    save_learned(&engine, &mut store);
+                    last_save = Instant::now();
+                }
+                if out.is_empty() {
+                    continue;
+                }
+                let batch = batch_of(&mut out, Instant::now(), None, metrics);
+                act(&mut engine, &mut store, &batch, metrics, health, &responder)?;
+                continue;
+            }
             Message::Control(c) => {
                 control(c, &mut engine, &mut store, metrics, health);
                 continue;
@@ -428,54 +481,8 @@ fn engine_loop(
         if out.is_empty() && completes.is_none() {
             continue;
         }
-        let mut batch = Batch::default();
-        for o in out.drain(..) {
-            match o {
-                Output::Finding(f) => {
-                    metrics
-                        .detection_latency
-                        .observe(sent_at.elapsed().as_secs_f64());
-                    metrics
-                        .findings
-                        .with_label_values(&[f.rule.as_str(), f.severity.as_str()])
-                        .inc();
-                    batch.findings.push(f);
-                }
-                Output::Freeze(f) => batch.freezes.push(f),
-            }
-        }
-        if let Some(p) = &completes {
-            batch.checkpoints.push((
-                p.chain.clone(),
-                Checkpoint {
-                    block: p.block,
-                    hash: p.hash.clone(),
-                },
-            ));
-        }
-        let outcome = commit(&mut store, &batch, metrics, health)?;
-        // Durable: now act.
-        for f in &batch.findings {
-            responder.on_finding(f);
-        }
-        for f in batch
-            .freezes
-            .iter()
-            .filter(|f| outcome.new_freezes.contains(&f.id))
-        {
-            metrics.freezes.with_label_values(&[f.scope.level()]).inc();
-            responder.on_freeze(f);
-        }
-        for f in batch
-            .freezes
-            .iter()
-            .filter(|f| !outcome.new_freezes.contains(&f.id))
-        {
-            tracing::info!(message = "freeze already recorded (idempotent replay)", freeze_id = %f.id, scope = %f.scope);
-        }
-        if !batch.freezes.is_empty() {
-            update_freeze_gauges(metrics, engine.active_freezes());
-        }
+        let batch = batch_of(&mut out, sent_at, completes.as_ref(), metrics);
+        act(&mut engine, &mut store, &batch, metrics, health, &responder)?;
         if let Some(p) = &completes {
             metrics
                 .checkpoint_block
@@ -486,6 +493,90 @@ fn engine_loop(
             .open_intents
             .set(i64::try_from(engine.open_intents()).unwrap_or(i64::MAX));
     }
+    save_learned(&engine, &mut store);
     tracing::info!(message = "engine drained the bus and stopped");
+    Ok(())
+}
+
+/// Saves what the baseline rules have learned (restored at the next start).
+fn save_learned(engine: &Engine, store: &mut Store) {
+    let learned = engine.learned_state();
+    match serde_json::to_value(&learned) {
+        Ok(v) => {
+            if let Err(e) = store.put_state(LEARNED_KEY, &v) {
+                tracing::error!(message = "saving learned state failed", error = %e);
+            }
+        }
+        Err(e) => tracing::error!(message = "encoding learned state failed", error = %e),
+    }
+}
+
+/// Gathers the engine's outputs into one store batch, counting findings.
+fn batch_of(
+    out: &mut Vec<Output>,
+    sent_at: Instant,
+    completes: Option<&drainguard_bus::Position>,
+    metrics: &Metrics,
+) -> Batch {
+    let mut batch = Batch::default();
+    for o in out.drain(..) {
+        match o {
+            Output::Finding(f) => {
+                metrics
+                    .detection_latency
+                    .observe(sent_at.elapsed().as_secs_f64());
+                metrics
+                    .findings
+                    .with_label_values(&[f.rule.as_str(), f.severity.as_str()])
+                    .inc();
+                batch.findings.push(f);
+            }
+            Output::Freeze(f) => batch.freezes.push(f),
+        }
+    }
+    if let Some(p) = completes {
+        batch.checkpoints.push((
+            p.chain.clone(),
+            Checkpoint {
+                block: p.block,
+                hash: p.hash.clone(),
+            },
+        ));
+    }
+    batch
+}
+
+/// Writes a batch durably, then acts on it.
+fn act(
+    engine: &mut Engine,
+    store: &mut Store,
+    batch: &Batch,
+    metrics: &Metrics,
+    health: &Health,
+    responder: &LogResponder,
+) -> anyhow::Result<()> {
+    let outcome = commit(store, batch, metrics, health)?;
+    // Durable: now act.
+    for f in &batch.findings {
+        responder.on_finding(f);
+    }
+    for f in batch
+        .freezes
+        .iter()
+        .filter(|f| outcome.new_freezes.contains(&f.id))
+    {
+        metrics.freezes.with_label_values(&[f.scope.level()]).inc();
+        responder.on_freeze(f);
+    }
+    for f in batch
+        .freezes
+        .iter()
+        .filter(|f| !outcome.new_freezes.contains(&f.id))
+    {
+        tracing::info!(message = "freeze already recorded (idempotent replay)", freeze_id = %f.id, scope = %f.scope);
+    }
+    if !batch.freezes.is_empty() {
+        update_freeze_gauges(metrics, engine.active_freezes());
+    }
     Ok(())
 }
