@@ -1857,6 +1857,12 @@ impl Engine {
                     return None;
                 }
                 let id = FreezeId::derive(&[&p.finding.rule, &scope.to_string(), &p.evidence_key]);
+                let supersedes = self
+                    .freezes
+                    .iter()
+                    .filter(|f| scope.covers(&f.scope))
+                    .map(|f| f.id.clone())
+                    .collect();
                 Some(Freeze {
                     id,
                     t: p.finding.t,
@@ -1865,6 +1871,7 @@ impl Engine {
                     rule: p.finding.rule.clone(),
                     severity: p.finding.severity,
                     findings: vec![p.finding.clone()],
+                    supersedes,
                 })
             });
             out.push(Output::Finding(p.finding));

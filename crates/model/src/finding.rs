@@ -234,6 +234,11 @@ pub struct Freeze {
     pub severity: Severity,
     /// The findings that raised it, with their evidence.
     pub findings: Vec<Finding>,
+    /// Narrower freezes in force that this wider one covers (a chain or
+    /// global freeze supersedes the wallet freezes inside it; they stay
+    /// recorded, and each is lifted only by a human).
+    #[serde(default)]
+    pub supersedes: Vec<FreezeId>,
 }
 
 #[cfg(test)]

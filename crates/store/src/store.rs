@@ -654,6 +654,7 @@ mod tests {
             rule: "manual".to_string(),
             severity: Severity::Critical,
             findings: Vec::new(),
+            supersedes: Vec::new(),
         }
     }
 

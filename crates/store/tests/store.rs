@@ -65,6 +65,7 @@ fn freeze(id: &str, t: &str) -> Freeze {
         rule: "unmatched".to_string(),
         severity: Severity::Critical,
         findings: vec![finding(t, "unmatched")],
+        supersedes: Vec::new(),
     }
 }
 
