@@ -455,6 +455,13 @@ min_wallets = 3
             "global".to_string()
         ]
     );
+    let freezes = d.freezes();
+    assert_eq!(
+        freezes[2].supersedes,
+        vec![freezes[0].id.clone(), freezes[1].id.clone()],
+        "the global freeze supersedes the wallet freezes inside it"
+    );
+    assert!(freezes[0].supersedes.is_empty());
     d.at(300).eth("0x03", Stage::Pending, HOT2, THIEF, "100");
     assert_eq!(
         d.freezes().len(),
