@@ -226,6 +226,33 @@ impl Daemon {
         Ok((status, body))
     }
 
+    /// POSTs a body to a path of the API with these headers: status and
+    /// body.
+    pub fn post_body(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<(u16, String)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent
+            .post(&format!("{}{path}", self.base_url))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = req.send(body).with_context(|| format!("POST {path}"))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .context("reading the body")?;
+        Ok((status, text))
+    }
+
     /// Sends a signal (`TERM`, `INT`, `KILL`) and waits for the exit.
     pub fn signal_and_wait(
         mut self,

@@ -33,6 +33,9 @@ pub(crate) struct Health {
     pub(crate) store_writable: AtomicBool,
 }
 
+/// The largest request body accepted (413 above it).
+pub(crate) const BODY_LIMIT: usize = 1 << 20;
+
 #[derive(Debug, Clone)]
 pub(crate) struct ApiState {
     pub(crate) metrics: Metrics,
@@ -41,6 +44,10 @@ pub(crate) struct ApiState {
     pub(crate) reloader: Reloader,
     /// The admin token; `None` disables the admin API.
     pub(crate) admin_token: Option<Token>,
+    /// The withdrawal system's token for `POST /v1/intents`.
+    pub(crate) intents_token: Option<Token>,
+    /// Control messages to the engine thread.
+    pub(crate) control: drainguard_bus::ControlSender<crate::reload::Control>,
 }
 
 pub(crate) fn router(state: ApiState) -> Router {
@@ -49,12 +56,14 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/admin/reload", post(admin_reload))
+        .route("/v1/intents", post(crate::intents::post_intents))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)
 }
 
-fn error(code: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(code: StatusCode, message: impl Into<String>) -> Response {
     (code, Json(json!({"error": message.into()}))).into_response()
 }
 

@@ -7,6 +7,9 @@ use std::{fmt, sync::Arc};
 /// The environment variable holding the admin token. Unset or empty: the
 /// admin API is disabled.
 pub(crate) const ADMIN_TOKEN_ENV: &str = "DRAINGUARD_ADMIN_TOKEN";
+/// The environment variable holding the withdrawal system's token for
+/// `POST /v1/intents` (separate from the admin token).
+pub(crate) const INTENTS_TOKEN_ENV: &str = "DRAINGUARD_INTENTS_TOKEN";
 
 /// A secret token. `Debug` prints `[redacted]`; the bytes are wiped (best
 /// effort) when the last copy is dropped.

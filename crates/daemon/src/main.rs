@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod commands;
 mod config;
+mod intents;
 mod metrics;
 mod reload;
 mod run;

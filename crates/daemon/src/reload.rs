@@ -34,6 +34,12 @@ pub(crate) mod actor {
 /// What the engine thread is asked to do between two events.
 #[derive(Debug)]
 pub(crate) enum Control {
+    /// Withdrawal intents for their pre-signing verdicts, answered in
+    /// order once any hold is durable.
+    Intents {
+        intents: Vec<drainguard_model::Intent>,
+        reply: oneshot::Sender<Vec<drainguard_engine::Verdict>>,
+    },
     /// A second has passed: run the checks that need time to pass (a
     /// blind chain) and, now and then, save what the engine has learned.
     Tick,

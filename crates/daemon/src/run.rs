@@ -60,6 +60,7 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     // Read once; never logged, never in the configuration file.
     let admin_token = Token::from_env(ADMIN_TOKEN_ENV);
+    let intents_token = Token::from_env(crate::auth::INTENTS_TOKEN_ENV);
     let metrics = Metrics::new().context("registering metrics")?;
     metrics.declare_rules(&config.rules);
     metrics
@@ -181,6 +182,7 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     // The engine stops once every sender is gone: the sources hold theirs.
+    let control = bus_tx.control_sender();
     // A tick a second lets time-based checks (a blind chain) run when no
     // event comes; it never keeps the bus open.
     let ticker = bus_tx.control_sender();
@@ -220,6 +222,8 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
             health: health.clone(),
             reloader: reloader.clone(),
             admin_token,
+            intents_token,
+            control: control.clone(),
         });
         let token = shutdown.clone();
         tasks::spawn(&mut api, "api", async move {
@@ -383,8 +387,8 @@ fn audit(
 /// Acts on a control message, between two events.
 fn control(c: Control, engine: &mut Engine, store: &mut Store, metrics: &Metrics, health: &Health) {
     match c {
-        // Ticks are handled by the engine loop itself.
-        Control::Tick => {}
+        // Ticks and intents are handled by the engine loop itself.
+        Control::Tick | Control::Intents { .. } => {}
         Control::Reload {
             rules,
             actor,
@@ -455,6 +459,24 @@ fn engine_loop(
                 }
                 let batch = batch_of(&mut out, Instant::now(), None, metrics);
                 act(&mut engine, &mut store, &batch, metrics, health, &responder)?;
+                continue;
+            }
+            Message::Control(Control::Intents { intents, reply }) => {
+                let now = Timestamp::now();
+                let verdicts: Vec<_> = intents
+                    .iter()
+                    .map(|i| engine.process_intent(now, i, &mut out))
+                    .collect();
+                if !out.is_empty() {
+                    let batch = batch_of(&mut out, Instant::now(), None, metrics);
+                    // Holds are durable before the withdrawal system hears
+                    // of them.
+                    act(&mut engine, &mut store, &batch, metrics, health, &responder)?;
+                }
+                metrics
+                    .open_intents
+                    .set(i64::try_from(engine.open_intents()).unwrap_or(i64::MAX));
+                let _answered = reply.send(verdicts);
                 continue;
             }
             Message::Control(c) => {
