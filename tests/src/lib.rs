@@ -209,21 +209,7 @@ impl Daemon {
     /// POSTs to a path of the API with no body and these headers: status
     /// and body.
     pub fn post(&self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u16, String)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut req = agent.post(&format!("{}{path}", self.base_url));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let mut resp = req.send_empty().with_context(|| format!("POST {path}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .context("reading the body")?;
-        Ok((status, body))
+        self.post_body(path, headers, b"")
     }
 
     /// POSTs a body to a path of the API with these headers: status and
