@@ -32,7 +32,7 @@ pub(crate) fn paid_at(t: Timestamp) -> u32 {
 }
 
 /// Hours a retired transfer is still recognized.
-const RETIRED_HOURS: i64 = 24;
+const RETIRED_HOURS: i64 = 6;
 
 /// A chain's dense id.
 pub(crate) type ChainId = u16;
