@@ -36,7 +36,7 @@ fn slice<'a>(chunks: &'a [Vec<u8>], starts: &[u32], lens: &[u8], id: u32) -> &'a
 }
 
 /// Lowercase hex digit values; 0xff marks anything else.
-const HEX: [u8; 256] = {
+pub(crate) const HEX: [u8; 256] = {
     let mut t = [0xffu8; 256];
     let mut i = 0;
     while i < 10 {

@@ -110,14 +110,21 @@ pub(crate) struct HeadTrack {
     pub(crate) last_t: Timestamp,
     /// Nanoseconds between the last heads, newest last (at most 31).
     pub(crate) intervals: VecDeque<i64>,
+    /// Their median, kept up to date on each head (the blind check reads
+    /// it every second).
+    median: i64,
 }
 
 impl HeadTrack {
     /// The median interval: robust to a slow block or a burst.
     pub(crate) fn median_interval(&self) -> i64 {
+        self.median
+    }
+
+    fn update_median(&mut self) {
         let mut v: Vec<i64> = self.intervals.iter().copied().collect();
         v.sort_unstable();
-        v.get(v.len() / 2).copied().unwrap_or(0)
+        self.median = v.get(v.len() / 2).copied().unwrap_or(0);
     }
 }
 
@@ -261,17 +268,18 @@ impl TxKey {
         if hex.len() != 64 {
             return TxKey::Text(h.clone());
         }
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
         let mut out = [0u8; 32];
+        let mut bad = 0u8;
         for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-            match (digit(pair[0]), digit(pair[1])) {
-                (Some(a), Some(b)) => *o = a << 4 | b,
-                _ => return TxKey::Text(h.clone()),
-            }
+            let (a, b) = (
+                crate::intern::HEX[usize::from(pair[0])],
+                crate::intern::HEX[usize::from(pair[1])],
+            );
+            bad |= a | b;
+            *o = a << 4 | (b & 0x0f);
+        }
+        if bad & 0xf0 != 0 {
+            return TxKey::Text(h.clone());
         }
         if prefixed {
             TxKey::Prefixed(out)
@@ -365,6 +373,7 @@ impl State {
             if h.intervals.len() > 31 {
                 h.intervals.pop_front();
             }
+            h.update_median();
         }
         h.last_block = block;
         h.last_t = t;
