@@ -3,14 +3,8 @@
 
 mod common;
 
-use common::{Driver, units};
-use drainguard_model::{Scope, Stage, WalletRole};
-
-const HOT: &str = "0x00000000000000000000000000000000000000a1";
-const HOT2: &str = "0x00000000000000000000000000000000000000a2";
-const COLD: &str = "0x00000000000000000000000000000000000000c0";
-const USER: &str = "0x00000000000000000000000000000000000000b1";
-const THIEF: &str = "0x00000000000000000000000000000000000000ee";
+use common::{COLD, HOT, HOT2, THIEF, USER, exchange, units};
+use drainguard_model::{Scope, Stage};
 
 const UNMATCHED: &str = r#"
 [[rule]]
@@ -20,15 +14,6 @@ scope = "wallet"
 severity = "critical"
 action = "freeze"
 "#;
-
-fn exchange(rules: &str) -> Driver {
-    let mut d = Driver::new(rules);
-    d.price("ETH", 2000.0)
-        .hot("ethereum", HOT, &[("ETH", "1000")])
-        .hot("ethereum", HOT2, &[("ETH", "1000")])
-        .wallet("ethereum", COLD, WalletRole::Cold, &[("ETH", "100000")]);
-    d
-}
 
 #[test]
 fn unmatched_outflow_fires_at_pending_once_across_stages() {

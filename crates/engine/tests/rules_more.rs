@@ -4,25 +4,11 @@
 
 mod common;
 
-use common::Driver;
+use common::{COLD, Driver, HOT, HOT2, THIEF, USER, exchange};
 use drainguard_engine::Verdict;
-use drainguard_model::{AdminAction, Stage, WalletRole};
+use drainguard_model::{AdminAction, Stage};
 
-const HOT: &str = "0x00000000000000000000000000000000000000a1";
-const HOT2: &str = "0x00000000000000000000000000000000000000a2";
-const COLD: &str = "0x00000000000000000000000000000000000000c0";
-const USER: &str = "0x00000000000000000000000000000000000000b1";
-const THIEF: &str = "0x00000000000000000000000000000000000000ee";
 const SAFE_MODULE: &str = "0x00000000000000000000000000000000000000f0";
-
-fn exchange(rules: &str) -> Driver {
-    let mut d = Driver::new(rules);
-    d.price("ETH", 2000.0)
-        .hot("ethereum", HOT, &[("ETH", "1000")])
-        .hot("ethereum", HOT2, &[("ETH", "1000")])
-        .wallet("ethereum", COLD, WalletRole::Cold, &[("ETH", "100000")]);
-    d
-}
 
 const DRAIN: &str = r#"
 [[rule]]

@@ -21,25 +21,24 @@ impl LogResponder {
             .first()
             .map(|e| format!("{}:{}:{}", e.chain, e.tx_hash, e.index))
             .unwrap_or_default();
+        // tracing wants its level as a constant: one call per level, the
+        // same fields in each.
+        macro_rules! log_finding {
+            ($level:ident) => {
+                tracing::$level!(
+                    message = "finding",
+                    rule = %f.rule,
+                    severity = f.severity.as_str(),
+                    scope = %f.scope,
+                    shadow = f.shadow,
+                    %evidence,
+                    summary = %f.summary,
+                )
+            };
+        }
         match f.severity {
-            Severity::Critical => tracing::warn!(
-                message = "finding",
-                rule = %f.rule,
-                severity = f.severity.as_str(),
-                scope = %f.scope,
-                shadow = f.shadow,
-                %evidence,
-                summary = %f.summary,
-            ),
-            Severity::Warning | Severity::Info => tracing::info!(
-                message = "finding",
-                rule = %f.rule,
-                severity = f.severity.as_str(),
-                scope = %f.scope,
-                shadow = f.shadow,
-                %evidence,
-                summary = %f.summary,
-            ),
+            Severity::Critical => log_finding!(warn),
+            Severity::Warning | Severity::Info => log_finding!(info),
         }
     }
 

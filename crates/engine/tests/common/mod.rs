@@ -16,6 +16,23 @@ use drainguard_model::{
 
 pub const T0: i64 = 1_694_476_800; // 2023-09-12T00:00:00Z
 
+pub const HOT: &str = "0x00000000000000000000000000000000000000a1";
+pub const HOT2: &str = "0x00000000000000000000000000000000000000a2";
+pub const COLD: &str = "0x00000000000000000000000000000000000000c0";
+pub const USER: &str = "0x00000000000000000000000000000000000000b1";
+pub const THIEF: &str = "0x00000000000000000000000000000000000000ee";
+
+/// An exchange on `ethereum`: two hot wallets of 1000 ETH and a cold one,
+/// ETH at $2000, under the given rules.
+pub fn exchange(rules: &str) -> Driver {
+    let mut d = Driver::new(rules);
+    d.price("ETH", 2000.0)
+        .hot("ethereum", HOT, &[("ETH", "1000")])
+        .hot("ethereum", HOT2, &[("ETH", "1000")])
+        .wallet("ethereum", COLD, WalletRole::Cold, &[("ETH", "100000")]);
+    d
+}
+
 pub fn units(s: &str) -> Amount {
     Amount::parse_decimal(s, 18).unwrap()
 }
