@@ -19,10 +19,22 @@ pub fn robust(values: &[u64]) -> (u64, u64) {
     if values.is_empty() {
         return (0, 0);
     }
-    let mut v = values.to_vec();
-    let median = median_in_place(&mut v);
-    let mut dev: Vec<u64> = values.iter().map(|x| x.abs_diff(median)).collect();
-    (median, median_in_place(&mut dev))
+    // The rings hold at most a few weeks: sort on the stack, not the heap.
+    let mut small = [0u64; 16];
+    let mut large = Vec::new();
+    let v: &mut [u64] = if values.len() <= small.len() {
+        let v = &mut small[..values.len()];
+        v.copy_from_slice(values);
+        v
+    } else {
+        large.extend_from_slice(values);
+        &mut large
+    };
+    let median = median_in_place(v);
+    for (d, x) in v.iter_mut().zip(values) {
+        *d = x.abs_diff(median);
+    }
+    (median, median_in_place(v))
 }
 
 fn median_in_place(v: &mut [u64]) -> u64 {
@@ -89,9 +101,15 @@ impl Learned {
 
     /// The baseline for a clock hour: (median, MAD, samples).
     pub(crate) fn baseline(&self, hour: i64) -> (u64, u64, usize) {
-        let ring: Vec<u64> = self.hours[hour_of_week(hour)].iter().copied().collect();
-        let (m, d) = robust(&ring);
-        (m, d, ring.len())
+        let ring = &self.hours[hour_of_week(hour)];
+        let mut values = [0u64; WEEKS];
+        let n = ring.len().min(WEEKS);
+        // The newest weeks, should a restored ring be longer.
+        for (v, x) in values.iter_mut().zip(ring.iter().rev()) {
+            *v = *x;
+        }
+        let (m, d) = robust(&values[..n]);
+        (m, d, n)
     }
 }
 

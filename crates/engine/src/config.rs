@@ -8,6 +8,10 @@
 
 use std::{collections::HashSet, fmt, time::Duration};
 
+/// A set of addresses (a denylist, an allowlist), hashed with a fast
+/// seeded hasher: it is probed for every outflow.
+pub type AddressSet = HashSet<Address, foldhash::fast::RandomState>;
+
 use drainguard_model::{Address, Asset, Chain, Severity};
 use serde::Deserialize;
 
@@ -189,7 +193,7 @@ pub struct NewDestinationParams {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DenylistParams {
     /// Every denied address, normalized.
-    pub addresses: HashSet<Address>,
+    pub addresses: AddressSet,
 }
 
 /// `correlation` parameters.
@@ -222,7 +226,7 @@ pub struct BalanceDrainParams {
 pub struct ApprovalParams {
     /// Spenders, modules, guards, owners and implementations the exchange
     /// uses on purpose.
-    pub allowlist: HashSet<Address>,
+    pub allowlist: AddressSet,
     /// Watch token approvals, permits and approvals-for-all.
     pub approvals: bool,
     /// Watch contract-wallet control changes (owners, threshold, modules,
@@ -625,7 +629,7 @@ impl Params<'_, '_> {
 }
 
 /// Parses one denylist text: one address a line; `#` starts a comment.
-pub fn parse_denylist(text: &str) -> HashSet<Address> {
+pub fn parse_denylist(text: &str) -> AddressSet {
     text.lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
@@ -740,7 +744,7 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
             })
         }
         "denylist" => {
-            let mut addresses: HashSet<Address> = p
+            let mut addresses: AddressSet = p
                 .strings("addresses")
                 .iter()
                 .map(|a| Address::new(a))
@@ -791,7 +795,7 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
             })
         }
         "approval" => {
-            let mut allowlist: HashSet<Address> = p
+            let mut allowlist: AddressSet = p
                 .strings("allowlist")
                 .iter()
                 .map(|a| Address::new(a))

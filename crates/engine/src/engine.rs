@@ -15,7 +15,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::{
     config::{Action, IntentsMode, Level, Mode, Rule, RuleKind, RuleSet},
     rules::{DestWindow, RuleState},
-    state::{Direction, State, TransferState, WalletIdx, WindowKey, WindowRef, paid_at},
+    state::{Direction, IntentKey, Refs, State, TransferState, WalletIdx, WindowKey, WindowRef, paid_at},
     window::SlidingWindow,
 };
 
@@ -520,7 +520,7 @@ impl Engine {
         for i in live {
             let s = self.state.slab[i as usize];
             let Some(from) = s.from else { continue };
-            let mut refs = Vec::with_capacity(self.specs.len() + 1);
+            let mut refs = Refs::new();
             for (slot, ss) in self.specs.iter_mut().enumerate() {
                 let value = match ss.spec.value {
                     Value::Units => units(s.amount),
@@ -534,10 +534,7 @@ impl Engine {
                     .or_insert_with(|| SlidingWindow::new(len));
                 let seq = w.push(s.first_seen, value);
                 w.set_applied(seq, s.applied);
-                refs.push(WindowRef {
-                    slot: u16::try_from(slot).unwrap_or(u16::MAX),
-                    seq,
-                });
+                refs.push(WindowRef::new(u16::try_from(slot).unwrap_or(u16::MAX), seq));
             }
             for (idx, (rule, rs)) in self
                 .rules
@@ -556,10 +553,7 @@ impl Engine {
                         s.share_bps,
                         p.window,
                     );
-                    refs.push(WindowRef {
-                        slot: DEST | u16::try_from(idx).unwrap_or(0),
-                        seq,
-                    });
+                    refs.push(WindowRef::new(DEST | u16::try_from(idx).unwrap_or(0), seq));
                 }
             }
             self.state.refs[i as usize] = refs;
@@ -878,7 +872,7 @@ impl Engine {
             if let Some(ss) = self.specs.get_mut(usize::from(r.slot)) {
                 let wkey = key_of(&ss.spec, &s, from);
                 if let Some(w) = ss.windows.get_mut(&wkey) {
-                    w.set_applied(r.seq, applied);
+                    w.set_applied(r.seq(), applied);
                 }
             }
         }
@@ -903,7 +897,7 @@ impl Engine {
                     self.rule_state.get_mut(usize::from(r.slot & !DEST))
                     && let Some(w) = windows.get_mut(&s.to)
                 {
-                    w.remove(r.seq);
+                    w.remove(r.seq());
                 }
                 continue;
             }
@@ -915,7 +909,7 @@ impl Engine {
             let Some(w) = ss.windows.get_mut(&wkey) else {
                 continue;
             };
-            w.remove(r.seq);
+            w.remove(r.seq());
             // Re-arm every rule reading this window that is now under its
             // limit: the next crossing is a new incident.
             for (rule, rs) in self.rules.rules.iter().zip(self.rule_state.iter_mut()) {
@@ -941,10 +935,10 @@ impl Engine {
             let m = self
                 .state
                 .take_intent(t, &s, &tr.tx_hash, &self.rules.intents);
-            self.stats.matched += u64::from(m.is_some());
+            self.stats.matched += u64::from(m);
             m
         } else {
-            s.matched.then(|| std::sync::Arc::from(""))
+            s.matched
         };
         let balance_before = self.state.balance(from, s.asset);
         let share_bps = balance_before.and_then(|b| s.amount.bps_of(b)).unwrap_or(0);
@@ -962,7 +956,7 @@ impl Engine {
             .unwrap_or_default();
 
         // Every shared window first, so each rule reads a complete total.
-        let mut refs: Vec<WindowRef> = Vec::with_capacity(self.specs.len() + 1);
+        let mut refs = Refs::new();
         for (i, ss) in self.specs.iter_mut().enumerate() {
             let value = match ss.spec.value {
                 Value::Units => units(s.amount),
@@ -976,10 +970,7 @@ impl Engine {
                 .entry(wkey)
                 .or_insert_with(|| SlidingWindow::new(len))
                 .push(t, value);
-            refs.push(WindowRef {
-                slot: u16::try_from(i).unwrap_or(u16::MAX),
-                seq,
-            });
+            refs.push(WindowRef::new(u16::try_from(i).unwrap_or(u16::MAX), seq));
         }
 
         for (idx, rule) in self.rules.rules.iter().enumerate() {
@@ -991,7 +982,7 @@ impl Engine {
                 (RuleKind::UnmatchedOutflow(p), _) => {
                     let applies =
                         p.intents == IntentsMode::Always || self.state.wallet_connected(from);
-                    if first_time && matched.is_none() && applies {
+                    if first_time && !matched && applies {
                         let summary = format!(
                             "{} {} ({}) left {} to {} with no matching withdrawal intent",
                             tr.amount.to_decimal_string(tr.decimals),
@@ -1162,10 +1153,7 @@ impl Engine {
                     };
                     let dw = windows.entry(s.to).or_insert_with(DestWindow::default);
                     let seq = dw.push(t, from, share_bps, p.window);
-                    refs.push(WindowRef {
-                        slot: DEST | u16::try_from(idx).unwrap_or(0),
-                        seq,
-                    });
+                    refs.push(WindowRef::new(DEST | u16::try_from(idx).unwrap_or(0), seq));
                     let sum = dw.summary(t, p.window);
                     let converging = fresh
                         && sum.total_share_bps >= u64::from(p.min_total_share_bps)
@@ -1210,7 +1198,7 @@ impl Engine {
         let st = &mut self.state.slab[i as usize];
         st.judged = true;
         st.share_bps = share_bps;
-        st.matched = matched.is_some();
+        st.matched = matched;
         self.state.refs[i as usize] = refs;
     }
 
@@ -1447,18 +1435,13 @@ impl Engine {
     /// The pre-signing verdict on a withdrawal intent: the reasons to hold
     /// it, and the freeze already covering its wallet, if any (`None`:
     /// verdicts are off, or the wallet is not the exchange's).
-    fn verdict(&mut self, i: &Intent) -> Option<(Vec<String>, Option<String>)> {
-        let p = self.rules.presign.clone();
+    fn verdict(&mut self, i: &Intent, key: IntentKey) -> Option<(Vec<String>, Option<String>)> {
+        let p = &self.rules.presign;
         if !p.enabled {
             return None;
         }
-        let chain = self.state.chain_id(&i.chain);
-        let asset = self.state.asset_id(&i.asset);
-        let w = self
-            .state
-            .addrs
-            .get(&i.wallet)
-            .and_then(|id| self.state.wallet(chain, id))?;
+        let (chain, wallet, to, asset) = key;
+        let w = self.state.wallet(chain, wallet)?;
         let mut reasons = Vec::new();
         let balance = self.state.balance(w, asset);
         let share = balance.and_then(|b| i.amount.bps_of(b)).unwrap_or(0);
@@ -1543,14 +1526,13 @@ impl Engine {
             }
         }
         if p.converging {
-            let to = self.state.addrs.get(&i.to);
             for (rule, rs) in self.rules.rules.iter().zip(&self.rule_state) {
                 let (RuleKind::NewDestination(np), RuleState::Destinations { fired, .. }) =
                     (&rule.kind, rs)
                 else {
                     continue;
                 };
-                if np.min_sources.is_some() && to.is_some_and(|to| fired.contains(&to)) {
+                if np.min_sources.is_some() && fired.contains(&to) {
                     reasons.push(format!("destination {} is a new address already collecting from several hot wallets ({})", i.to, rule.id));
                 }
             }
@@ -1558,7 +1540,7 @@ impl Engine {
         // A frozen wallet's withdrawals are held too, but that is the
         // existing incident, not a new one: it adds a reason, never a
         // finding of its own.
-        let frozen = p.frozen.then(|| {
+        let frozen = (p.frozen && !self.freezes.is_empty()).then(|| {
             let scope = Scope::Wallet(i.chain.clone(), i.wallet.clone());
             self.freezes
                 .iter()
@@ -1572,15 +1554,16 @@ impl Engine {
     /// book, a held one does not (an outflow signed for it anyway is then
     /// unmatched).
     fn on_intent(&mut self, t: Timestamp, i: &Intent, found: &mut Vec<Pending>) -> Verdict {
-        match self.verdict(i) {
-            None => self.state.add_intent(t, i),
-            Some((reasons, None)) if reasons.is_empty() => self.state.add_intent(t, i),
+        let key = self.state.intent_key(i);
+        match self.verdict(i, key) {
+            None => self.state.add_intent(t, key, i),
+            Some((reasons, None)) if reasons.is_empty() => self.state.add_intent(t, key, i),
             // The wallet is already frozen: the hold belongs to that
             // incident (no new finding), and the intent stays matchable so
             // withdrawals the exchange signed before the freeze took effect
             // are not reported as thefts.
             Some((mut reasons, Some(frozen))) => {
-                self.state.add_intent(t, i);
+                self.state.add_intent(t, key, i);
                 reasons.push(frozen);
                 return Verdict::Hold { reasons };
             }

@@ -51,23 +51,28 @@ pub(crate) const HEX: [u8; 256] = {
     t
 };
 
-/// The compact encoding of an address: tag 1 and the 20 bytes of a
-/// lowercase `0x` + 40-hex address, or tag 0 and the string's bytes.
-fn encode(s: &str, out: &mut Vec<u8>) {
-    out.clear();
-    let b = s.as_bytes();
-    if b.len() == 42 && b[0] == b'0' && b[1] == b'x' {
-        out.push(1);
-        let mut bad = 0u8;
-        for pair in b[2..].chunks_exact(2) {
-            let (h, l) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
-            bad |= h | l;
-            out.push(h << 4 | (l & 0x0f));
-        }
-        if bad & 0xf0 == 0 {
-            return;
-        }
+/// The 20 bytes of a lowercase `0x` + 40-hex address, with tag 1 in
+/// front: the compact encoding of nearly every address the engine sees,
+/// decoded on the stack.
+fn encode_evm(b: &[u8]) -> Option<[u8; 21]> {
+    if b.len() != 42 || b[0] != b'0' || b[1] != b'x' {
+        return None;
     }
+    let mut out = [0u8; 21];
+    out[0] = 1;
+    let mut bad = 0u8;
+    for (o, pair) in out[1..].iter_mut().zip(b[2..].chunks_exact(2)) {
+        let (h, l) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= h | l;
+        *o = h << 4 | (l & 0x0f);
+    }
+    (bad & 0xf0 == 0).then_some(out)
+}
+
+/// The compact encoding of any other address: tag 0 and the string's
+/// bytes.
+fn encode_other(s: &str, out: &mut Vec<u8>) {
+    let b = s.as_bytes();
     out.clear();
     out.push(0);
     // Longer than any real address: keep a prefix, consistently, so the
@@ -75,25 +80,43 @@ fn encode(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&b[..b.len().min(254)]);
 }
 
+/// Hashes an encoded address; an EVM address as three words, which is
+/// several times cheaper than hashing its bytes one by one.
+fn hash_encoded(hasher: &foldhash::fast::RandomState, bytes: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if let Ok(evm) = <&[u8; 21]>::try_from(bytes) {
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&evm[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let mut h = hasher.build_hasher();
+        h.write_u64(word(0));
+        h.write_u64(word(8));
+        h.write_u64(word(13));
+        return h.finish();
+    }
+    hasher.hash_one(bytes)
+}
+
 impl AddrTable {
     fn bytes(&self, id: u32) -> &[u8] {
         slice(&self.chunks, &self.starts, &self.lens, id)
     }
 
-    fn hash(&self, bytes: &[u8]) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one(bytes)
+    fn find(&self, encoded: &[u8]) -> Option<u32> {
+        let h = hash_encoded(&self.hasher, encoded);
+        self.table.find(h, |&id| self.bytes(id) == encoded).copied()
     }
 
     /// The id of an address, if it has been interned.
     pub(crate) fn get(&mut self, a: &Address) -> Option<AddrId> {
+        if let Some(evm) = encode_evm(a.as_str().as_bytes()) {
+            return self.find(&evm).map(AddrId);
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
-        encode(a.as_str(), &mut scratch);
-        let h = self.hash(&scratch);
-        let found = self
-            .table
-            .find(h, |&id| self.bytes(id) == scratch.as_slice())
-            .copied();
+        encode_other(a.as_str(), &mut scratch);
+        let found = self.find(&scratch);
         self.scratch = scratch;
         found.map(AddrId)
     }
@@ -101,18 +124,21 @@ impl AddrTable {
     /// The id of an address, interning it if new. The second value says
     /// whether it was new.
     pub(crate) fn intern(&mut self, a: &Address) -> (AddrId, bool) {
+        if let Some(evm) = encode_evm(a.as_str().as_bytes()) {
+            return self.intern_encoded(&evm);
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
-        encode(a.as_str(), &mut scratch);
-        let h = self.hash(&scratch);
-        if let Some(&id) = self
-            .table
-            .find(h, |&id| self.bytes(id) == scratch.as_slice())
-        {
-            self.scratch = scratch;
+        encode_other(a.as_str(), &mut scratch);
+        let found = self.intern_encoded(&scratch);
+        self.scratch = scratch;
+        found
+    }
+
+    fn intern_encoded(&mut self, stored: &[u8]) -> (AddrId, bool) {
+        if let Some(id) = self.find(stored) {
             return (AddrId(id), false);
         }
         let id = u32::try_from(self.starts.len()).unwrap_or(u32::MAX);
-        let stored = scratch.as_slice();
         if self
             .chunks
             .last()
@@ -128,11 +154,10 @@ impl AddrTable {
         self.lens
             .push(u8::try_from(stored.len()).unwrap_or(u8::MAX));
         let (chunks, starts, lens, hasher) = (&self.chunks, &self.starts, &self.lens, &self.hasher);
+        let h = hash_encoded(hasher, stored);
         self.table.insert_unique(h, id, |&other| {
-            use std::hash::BuildHasher;
-            hasher.hash_one(slice(chunks, starts, lens, other))
+            hash_encoded(hasher, slice(chunks, starts, lens, other))
         });
-        self.scratch = scratch;
         (AddrId(id), true)
     }
 

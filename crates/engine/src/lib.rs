@@ -26,7 +26,7 @@ pub use config::{
     Action, ApprovalParams, BalanceDrainParams, ConfigError, ConfigErrors, CorrelationParams,
     DEFAULT_DENYLIST, DEFAULT_RULES, DenylistParams, FileReader, IntentMatching, IntentsMode,
     Level, Mode, NewDestinationParams, OutflowWindowParams, PresignParams, Rule, RuleKind, RuleSet,
-    UnmatchedParams, VelocityParams, parse_denylist,
+    AddressSet, UnmatchedParams, VelocityParams, parse_denylist,
 };
 pub use engine::{Engine, EngineStats, LearnedEntry, LearnedState, Output, Verdict, WindowFigure};
 pub use window::{Seq, SlidingWindow};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use drainguard_model::{Address, Chain, Timestamp};
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 
 use crate::{
     intern::AddrId,
@@ -115,7 +116,9 @@ impl DestWindow {
 
     pub(crate) fn summary(&mut self, now: Timestamp, length: Duration) -> DestSummary {
         self.expire(now, length);
-        let mut sources: Vec<WalletIdx> = Vec::new();
+        // Nearly every destination has one or two payments: count distinct
+        // sources without allocating.
+        let mut sources: SmallVec<[WalletIdx; 8]> = SmallVec::new();
         let (mut payments, mut total) = (0u32, 0u64);
         for p in self.entries.iter().filter(|p| p.live) {
             payments += 1;

@@ -6,7 +6,6 @@
 use std::{
     collections::{HashMap, VecDeque},
     hash::BuildHasher,
-    sync::Arc,
     time::Duration,
 };
 
@@ -14,7 +13,9 @@ use drainguard_model::{
     Address, Amount, Asset, BalanceObs, Chain, Intent, Price, Stage, Timestamp, Transfer, TxHash,
     Usd, WalletRole,
 };
+use hashbrown::HashTable;
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 
 use crate::{
     config::IntentMatching,
@@ -63,13 +64,34 @@ pub(crate) enum WindowKey {
     Global,
 }
 
-/// Where a transfer sits in one shared window, for retraction.
+/// Where a transfer sits in one shared window, for retraction: eight
+/// bytes, so a transfer's few refs live inline in its slot.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WindowRef {
     /// The window spec (see `Engine::specs`), or a destination rule.
     pub(crate) slot: u16,
-    pub(crate) seq: Seq,
+    seq_hi: u16,
+    seq_lo: u32,
 }
+
+impl WindowRef {
+    /// A ref to entry `seq` of a window: 48 bits of sequence, a
+    /// century of a million entries a second.
+    pub(crate) fn new(slot: u16, seq: Seq) -> WindowRef {
+        WindowRef {
+            slot,
+            seq_hi: (seq >> 32) as u16,
+            seq_lo: seq as u32,
+        }
+    }
+
+    pub(crate) fn seq(self) -> Seq {
+        u64::from(self.seq_hi) << 32 | u64::from(self.seq_lo)
+    }
+}
+
+/// A transfer's refs; the default rules make four or five.
+pub(crate) type Refs = SmallVec<[WindowRef; 6]>;
 
 /// What the engine keeps about a transfer while it can still change.
 #[derive(Debug, Clone, Copy)]
@@ -108,23 +130,34 @@ pub(crate) struct Wallet {
 pub(crate) struct HeadTrack {
     pub(crate) last_block: u64,
     pub(crate) last_t: Timestamp,
-    /// Nanoseconds between the last heads, newest last (at most 31).
+    /// Nanoseconds between the last heads, newest last (at most
+    /// [`HEAD_INTERVALS`]).
     pub(crate) intervals: VecDeque<i64>,
-    /// Their median, kept up to date on each head (the blind check reads
-    /// it every second).
-    median: i64,
+    /// The same intervals in order, kept so by insertion on each head: the
+    /// blind check reads the median every second, and a head must not
+    /// allocate or sort.
+    sorted: Vec<i64>,
 }
+
+/// How many head intervals the median is taken over.
+const HEAD_INTERVALS: usize = 31;
 
 impl HeadTrack {
     /// The median interval: robust to a slow block or a burst.
     pub(crate) fn median_interval(&self) -> i64 {
-        self.median
+        self.sorted.get(self.sorted.len() / 2).copied().unwrap_or(0)
     }
 
-    fn update_median(&mut self) {
-        let mut v: Vec<i64> = self.intervals.iter().copied().collect();
-        v.sort_unstable();
-        self.median = v.get(v.len() / 2).copied().unwrap_or(0);
+    fn push_interval(&mut self, dt: i64) {
+        if self.intervals.len() == HEAD_INTERVALS
+            && let Some(old) = self.intervals.pop_front()
+            && let Ok(at) = self.sorted.binary_search(&old)
+        {
+            self.sorted.remove(at);
+        }
+        self.intervals.push_back(dt);
+        let at = self.sorted.partition_point(|&x| x < dt);
+        self.sorted.insert(at, dt);
     }
 }
 
@@ -135,41 +168,47 @@ pub(crate) struct History {
     pub(crate) max: Amount,
 }
 
+/// An open intent. Its serial ties it to its tx-hash entry: the engine
+/// only needs to know that an outflow matched, not which id it had, so the
+/// book stores no strings.
 #[derive(Debug, Clone)]
 struct OpenIntent {
-    id: Arc<str>,
+    serial: u64,
     t: Timestamp,
     amount: Amount,
     used: bool,
 }
 
-type IntentKey = (ChainId, AddrId, AddrId, AssetId);
+pub(crate) type IntentKey = (ChainId, AddrId, AddrId, AssetId);
+
+/// The open intents of one (chain, wallet, destination, asset): nearly
+/// always one, kept inline.
+type IntentQueue = SmallVec<[OpenIntent; 1]>;
 
 /// Open withdrawal intents, indexed for matching.
 #[derive(Debug, Default)]
 pub(crate) struct IntentBook {
-    by_fields: FxHashMap<IntentKey, VecDeque<OpenIntent>>,
-    by_hash: HashMap<(ChainId, TxHash), (IntentKey, Arc<str>), foldhash::fast::RandomState>,
+    by_fields: FxHashMap<IntentKey, IntentQueue>,
+    by_hash: HashMap<(ChainId, TxKey), (IntentKey, u64), foldhash::fast::RandomState>,
     connected: FxHashSet<(ChainId, AddrId)>,
+    next_serial: u64,
     pub(crate) open: usize,
 }
 
 impl IntentBook {
     fn add(&mut self, t: Timestamp, key: IntentKey, i: &Intent) {
-        let id: Arc<str> = Arc::from(i.id.as_str());
+        let serial = self.next_serial;
+        self.next_serial += 1;
         if let Some(h) = &i.tx_hash {
-            self.by_hash.insert((key.0, h.clone()), (key, id.clone()));
+            self.by_hash.insert((key.0, TxKey::of(h)), (key, serial));
         }
         self.connected.insert((key.0, key.1));
-        self.by_fields
-            .entry(key)
-            .or_default()
-            .push_back(OpenIntent {
-                id,
-                t,
-                amount: i.amount,
-                used: false,
-            });
+        self.by_fields.entry(key).or_default().push(OpenIntent {
+            serial,
+            t,
+            amount: i.amount,
+            used: false,
+        });
         self.open += 1;
     }
 
@@ -180,7 +219,7 @@ impl IntentBook {
 
     /// Finds and consumes the intent an outflow first seen at `now`
     /// matches: by tx hash, else the earliest open intent with the same
-    /// fields and an amount within tolerance.
+    /// fields and an amount within tolerance. Whether one matched.
     fn take_match(
         &mut self,
         now: Timestamp,
@@ -188,29 +227,28 @@ impl IntentBook {
         tx: &TxHash,
         amount: Amount,
         m: &IntentMatching,
-    ) -> Option<Arc<str>> {
+    ) -> bool {
         let live = |i: &OpenIntent| !i.used && i.t <= now && now <= i.t.plus(m.match_window);
         if !self.by_hash.is_empty()
-            && let Some((hkey, id)) = self.by_hash.remove(&(key.0, tx.clone()))
+            && let Some((hkey, serial)) = self.by_hash.remove(&(key.0, TxKey::of(tx)))
             && let Some(i) = self
                 .by_fields
                 .get_mut(&hkey)
-                .and_then(|q| q.iter_mut().find(|i| i.id == id && live(i)))
+                .and_then(|q| q.iter_mut().find(|i| i.serial == serial && live(i)))
         {
             i.used = true;
             self.open -= 1;
-            return Some(id);
+            return true;
         }
-        let q = self.by_fields.get_mut(&key)?;
-        while let Some(front) = q.front() {
-            if !front.used && front.t.plus(m.match_window) >= now {
-                break;
-            }
-            if !front.used {
-                self.open -= 1;
-            }
-            q.pop_front();
-        }
+        let Some(q) = self.by_fields.get_mut(&key) else {
+            return false;
+        };
+        let stale = q
+            .iter()
+            .take_while(|i| i.used || i.t.plus(m.match_window) < now)
+            .count();
+        self.open -= q[..stale].iter().filter(|i| !i.used).count();
+        q.drain(..stale);
         let within = |i: &OpenIntent| {
             let diff = if i.amount > amount {
                 i.amount.saturating_sub(amount)
@@ -219,14 +257,18 @@ impl IntentBook {
             };
             diff <= i.amount.share_bps(m.tolerance_bps)
         };
-        let found = q.iter_mut().find(|i| live(i) && within(i))?;
+        let Some(found) = q.iter_mut().find(|i| live(i) && within(i)) else {
+            if q.is_empty() {
+                self.by_fields.remove(&key);
+            }
+            return false;
+        };
         found.used = true;
         self.open -= 1;
-        let id = found.id.clone();
-        if q.is_empty() {
+        if q.iter().all(|i| i.used) {
             self.by_fields.remove(&key);
         }
-        Some(id)
+        true
     }
 
     /// Drops intents that can no longer match anything.
@@ -242,8 +284,11 @@ impl IntentBook {
         });
         self.open -= expired;
         let fields = &self.by_fields;
-        self.by_hash
-            .retain(|_, (k, id)| fields.get(k).is_some_and(|q| q.iter().any(|i| &i.id == id)));
+        self.by_hash.retain(|_, (k, serial)| {
+            fields
+                .get(k)
+                .is_some_and(|q| q.iter().any(|i| i.serial == *serial))
+        });
     }
 }
 
@@ -251,11 +296,38 @@ impl IntentBook {
 /// hash, `0x`-prefixed (EVM) or bare (Bitcoin, TRON), so tracking a
 /// transfer allocates nothing; any other spelling as its string. The two
 /// spellings stay apart, as the strings are.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TxKey {
     Prefixed([u8; 32]),
     Bare([u8; 32]),
     Text(TxHash),
+}
+
+impl std::hash::Hash for TxKey {
+    // Four words, not 32 bytes: a third of the cost per record.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let words = |b: &[u8; 32], state: &mut H| {
+            for w in b.chunks_exact(8) {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(w);
+                state.write_u64(u64::from_le_bytes(a));
+            }
+        };
+        match self {
+            TxKey::Prefixed(b) => {
+                state.write_u8(0);
+                words(b, state);
+            }
+            TxKey::Bare(b) => {
+                state.write_u8(1);
+                words(b, state);
+            }
+            TxKey::Text(h) => {
+                state.write_u8(2);
+                h.hash(state);
+            }
+        }
+    }
 }
 
 impl TxKey {
@@ -291,6 +363,15 @@ impl TxKey {
 
 type TransferMapKey = (ChainId, TxKey, u32);
 
+/// Where a name is in a short list: first by the string's address (the
+/// same shared string), then by its text.
+fn position<T>(list: &[T], x: &T, as_str: fn(&T) -> &str) -> Option<usize> {
+    let s = as_str(x);
+    list.iter()
+        .position(|y| std::ptr::eq(as_str(y), s))
+        .or_else(|| list.iter().position(|y| as_str(y) == s))
+}
+
 /// The world as the engine sees it.
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -307,13 +388,15 @@ pub(crate) struct State {
     pub(crate) chain_balances: FxHashMap<(ChainId, AssetId), Amount>,
     pub(crate) prices: Vec<Price>,
     pub(crate) intents: IntentBook,
-    /// Tracked transfers: key → index into `slab` and `refs`.
-    transfers: HashMap<TransferMapKey, u32, foldhash::fast::RandomState>,
+    /// Tracked transfers: key and index into `slab` and `refs`, found by a
+    /// hash computed once per record (it is also the retired fingerprint).
+    transfers: HashTable<(TransferMapKey, u32)>,
+    transfer_hasher: foldhash::fast::RandomState,
     /// Transfer states, addressed by index so the hot path hashes a key
     /// once per record.
     pub(crate) slab: Vec<TransferState>,
     /// Each tracked transfer's entries in the windows, for retraction.
-    pub(crate) refs: Vec<Vec<WindowRef>>,
+    pub(crate) refs: Vec<Refs>,
     free: Vec<u32>,
     /// When each address was first paid by a hot wallet, in seconds since
     /// [`PAID_EPOCH`] plus one (0: never); four bytes an address.
@@ -322,16 +405,17 @@ pub(crate) struct State {
     /// Fingerprints of retired transfers, by the hour they were retired:
     /// 8 bytes a transfer instead of its whole state.
     retired: VecDeque<(i64, FxHashSet<u64>)>,
-    retire_hasher: foldhash::fast::RandomState,
     /// Heads by chain id (chains that never sent one have a default track).
     pub(crate) heads: Vec<HeadTrack>,
 }
 
 impl State {
     pub(crate) fn chain_id(&mut self, c: &Chain) -> ChainId {
-        // A handful of chains: a scan beats hashing the name.
+        // A handful of chains: a scan beats hashing the name, and readers
+        // share one string per name, so comparing pointers nearly always
+        // settles it.
         if self.chains.len() <= 16 {
-            if let Some(i) = self.chains.iter().position(|x| x == c) {
+            if let Some(i) = position(&self.chains, c, Chain::as_str) {
                 return i as ChainId;
             }
         } else if let Some(&id) = self.chain_ids.get(c) {
@@ -345,7 +429,7 @@ impl State {
 
     pub(crate) fn asset_id(&mut self, a: &Asset) -> AssetId {
         if self.assets.len() <= 16 {
-            if let Some(i) = self.assets.iter().position(|x| x == a) {
+            if let Some(i) = position(&self.assets, a, Asset::as_str) {
                 return i as AssetId;
             }
         } else if let Some(&id) = self.asset_ids.get(a) {
@@ -369,11 +453,7 @@ impl State {
             return;
         }
         if h.last_t.0 != 0 {
-            h.intervals.push_back(t.0.saturating_sub(h.last_t.0));
-            if h.intervals.len() > 31 {
-                h.intervals.pop_front();
-            }
-            h.update_median();
+            h.push_interval(t.0.saturating_sub(h.last_t.0));
         }
         h.last_block = block;
         h.last_t = t;
@@ -577,10 +657,11 @@ impl State {
     pub(crate) fn track(&mut self, t: Timestamp, tr: &Transfer) -> Option<u32> {
         let chain = self.chain_id(&tr.chain);
         let key = (chain, TxKey::of(&tr.tx_hash), tr.index);
-        if let Some(&i) = self.transfers.get(&key) {
-            return Some(i);
+        let h = self.transfer_hasher.hash_one(&key);
+        if let Some((_, i)) = self.transfers.find(h, |(k, _)| *k == key) {
+            return Some(*i);
         }
-        if tr.stage == Stage::Retracted || self.is_retired(&key) {
+        if tr.stage == Stage::Retracted || self.is_retired(h) {
             // A retraction of something never seen, or a late record of a
             // transfer already counted and retired: nothing to do.
             return None;
@@ -625,21 +706,29 @@ impl State {
             }
             None => {
                 self.slab.push(state);
-                self.refs.push(Vec::new());
+                self.refs.push(Refs::new());
                 u32::try_from(self.slab.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        self.transfers.insert(key, i);
+        let hasher = &self.transfer_hasher;
+        self.transfers
+            .insert_unique(h, (key, i), |(k, _)| hasher.hash_one(k));
         Some(i)
     }
 
-    pub(crate) fn add_intent(&mut self, t: Timestamp, i: &Intent) {
-        let key = (
+    /// The dense ids of an intent's chain, wallet, destination and asset,
+    /// interning them: worked out once per intent, for the verdict and
+    /// the book.
+    pub(crate) fn intent_key(&mut self, i: &Intent) -> IntentKey {
+        (
             self.chain_id(&i.chain),
             self.intern(&i.wallet),
             self.intern(&i.to),
             self.asset_id(&i.asset),
-        );
+        )
+    }
+
+    pub(crate) fn add_intent(&mut self, t: Timestamp, key: IntentKey, i: &Intent) {
         self.intents.add(t, key, i);
     }
 
@@ -649,9 +738,11 @@ impl State {
         s: &TransferState,
         tx: &TxHash,
         m: &IntentMatching,
-    ) -> Option<Arc<str>> {
-        self.intents
-            .take_match(now, (s.chain, s.from_addr?, s.to, s.asset), tx, s.amount, m)
+    ) -> bool {
+        s.from_addr.is_some_and(|from| {
+            self.intents
+                .take_match(now, (s.chain, from, s.to, s.asset), tx, s.amount, m)
+        })
     }
 
     pub(crate) fn wallet_connected(&self, w: WalletIdx) -> bool {
@@ -676,14 +767,14 @@ impl State {
             self.retired.pop_front();
         }
         let (slab, refs, free) = (&self.slab, &mut self.refs, &mut self.free);
-        let (hasher, retired) = (&self.retire_hasher, &mut self.retired);
-        self.transfers.retain(|key, &mut i| {
-            let keep = slab[i as usize].first_seen >= cutoff;
+        let (hasher, retired) = (&self.transfer_hasher, &mut self.retired);
+        self.transfers.retain(|(key, i)| {
+            let keep = slab[*i as usize].first_seen >= cutoff;
             if !keep {
-                refs[i as usize] = Vec::new();
-                free.push(i);
+                refs[*i as usize] = Refs::new();
+                free.push(*i);
                 if let Some((_, set)) = retired.back_mut() {
-                    set.insert(hasher.hash_one(key));
+                    set.insert(hasher.hash_one(&*key));
                 }
             }
             keep
@@ -693,11 +784,37 @@ impl State {
 
     /// Whether a transfer's state was retired (counted long ago; its late
     /// records, such as a slow chain's `confirmed`, change nothing).
-    fn is_retired(&self, key: &TransferMapKey) -> bool {
-        if self.retired.is_empty() {
-            return false;
+    fn is_retired(&self, fingerprint: u64) -> bool {
+        self.retired.iter().any(|(_, set)| set.contains(&fingerprint))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn head_median_matches_sorting_the_last_intervals(
+            dts in proptest::collection::vec(0i64..20_000_000_000, 1..100)
+        ) {
+            let mut h = HeadTrack::default();
+            for (n, &dt) in dts.iter().enumerate() {
+                h.push_interval(dt);
+                let from = (n + 1).saturating_sub(HEAD_INTERVALS);
+                let mut last: Vec<i64> = dts[from..=n].to_vec();
+                last.sort_unstable();
+                prop_assert_eq!(h.median_interval(), last[last.len() / 2]);
+            }
         }
-        let fp = self.retire_hasher.hash_one(key);
-        self.retired.iter().any(|(_, set)| set.contains(&fp))
+    }
+
+    #[test]
+    fn window_refs_keep_48_bits_of_sequence() {
+        for seq in [0u64, 1, u64::from(u32::MAX) + 7, (1 << 48) - 1] {
+            let r = WindowRef::new(0x8003, seq);
+            assert_eq!((r.slot, r.seq()), (0x8003, seq));
+        }
     }
 }

@@ -155,6 +155,12 @@ impl Amount {
         if whole.is_zero() {
             return None;
         }
+        // Fast path: both fit 64 bits (nearly every real balance), so one
+        // native division instead of a 256-bit one.
+        if let (Ok(part), Ok(w)) = (u64::try_from(self.0), u64::try_from(whole.0)) {
+            let scaled = u128::from(part) * 10_000 / u128::from(w);
+            return Some(u32::try_from(scaled).unwrap_or(u32::MAX));
+        }
         let scaled = self.0.saturating_mul(U256::from(10_000u32)) / whole.0;
         Some(u32::try_from(scaled).unwrap_or(u32::MAX))
     }
@@ -247,10 +253,16 @@ impl Usd {
         }
         // Fast path: everything fits in 128 bits (any real transfer).
         if let (Ok(a), Ok(n)) = (u128::try_from(amount.0), u128::try_from(nano))
-            && let (Some(p), Some(scale)) =
-                (a.checked_mul(n), 10u128.checked_pow(u32::from(decimals)))
+            && let (Some(p), Some(scale)) = (
+                a.checked_mul(n),
+                10u128
+                    .checked_pow(u32::from(decimals))
+                    .and_then(|s| s.checked_mul(1000)),
+            )
         {
-            return Usd(p / scale / 1000);
+            // floor(floor(p / s) / 1000) = floor(p / (s × 1000)): one
+            // 128-bit division, not two.
+            return Usd(p / scale);
         }
         // amount × nano / 10^decimals / 1000: divide first where the product
         // would overflow, which only happens far beyond any real value.
@@ -408,6 +420,36 @@ mod tests {
                 }
             }
             prop_assert_eq!(Amount::parse_decimal(&s, decimals), slow);
+        }
+
+        #[test]
+        fn bps_fast_path_matches_256_bit_division(
+            part in prop_oneof![any::<u64>().prop_map(u128::from), any::<u128>()],
+            whole in prop_oneof![1u64..=u64::MAX, Just(1u64)].prop_map(u128::from),
+        ) {
+            let exact = U256::from(part).saturating_mul(U256::from(10_000u32)) / U256::from(whole);
+            let want = u32::try_from(exact).unwrap_or(u32::MAX);
+            prop_assert_eq!(
+                Amount::from_base_units(part).bps_of(Amount::from_base_units(whole)),
+                Some(want)
+            );
+        }
+
+        #[test]
+        fn usd_fast_path_matches_256_bit_arithmetic(
+            units in any::<u128>(),
+            decimals in 0u8..=36,
+            price in 1e-9f64..1e9,
+        ) {
+            let amount = Amount::from_base_units(units);
+            let nano = Price(price).nano_dollars();
+            let exact = amount.0.checked_mul(nano).map(|p| {
+                p / U256::from(10u8).pow(U256::from(decimals)) / U256::from(1000u16)
+            });
+            if let Some(exact) = exact {
+                let want = Usd(u128::try_from(exact).unwrap_or(u128::MAX));
+                prop_assert_eq!(Usd::of(amount, decimals, Price(price)), want);
+            }
         }
 
         #[test]
