@@ -11,11 +11,14 @@ use drainguard_model::{
     Scope, Stage, Timestamp, Transfer, U256, Usd,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 
 use crate::{
     config::{Action, IntentsMode, Level, Mode, Rule, RuleKind, RuleSet},
     rules::{DestWindow, RuleState},
-    state::{Direction, IntentKey, Refs, State, TransferState, WalletIdx, WindowKey, WindowRef, paid_at},
+    state::{
+        Direction, IntentKey, Refs, State, TransferState, WalletIdx, WindowKey, WindowRef, paid_at,
+    },
     window::SlidingWindow,
 };
 
@@ -775,11 +778,12 @@ impl Engine {
             self.correlate(event.t, &mut found);
             self.emit(found, out);
         }
-        // Prune every few thousand events, and not more than once a minute
-        // of event time: a scan of the tracked transfers is not free.
+        // Prune every few thousand events, and not more than once every
+        // ten minutes of event time: a scan of the tracked transfers is not
+        // free, and what it frees is held for hours anyway.
         self.since_prune += 1;
         if self.since_prune >= 4096
-            && self.now.0.saturating_sub(self.last_prune.0) >= 60_000_000_000
+            && self.now.0.saturating_sub(self.last_prune.0) >= 600_000_000_000
         {
             self.prune();
         }
@@ -956,7 +960,9 @@ impl Engine {
             .unwrap_or_default();
 
         // Every shared window first, so each rule reads a complete total.
+        // The rules below read these windows by spec index: looked up once.
         let mut refs = Refs::new();
+        let mut windows: SmallVec<[(WindowKey, &mut SlidingWindow); 4]> = SmallVec::new();
         for (i, ss) in self.specs.iter_mut().enumerate() {
             let value = match ss.spec.value {
                 Value::Units => units(s.amount),
@@ -965,12 +971,13 @@ impl Engine {
             };
             let wkey = key_of(&ss.spec, &s, from);
             let len = ss.spec.length;
-            let seq = ss
+            let w = ss
                 .windows
                 .entry(wkey)
-                .or_insert_with(|| SlidingWindow::new(len))
-                .push(t, value);
+                .or_insert_with(|| SlidingWindow::new(len));
+            let seq = w.push(t, value);
             refs.push(WindowRef::new(u16::try_from(i).unwrap_or(u16::MAX), seq));
+            windows.push((wkey, w));
         }
 
         for (idx, rule) in self.rules.rules.iter().enumerate() {
@@ -1025,19 +1032,16 @@ impl Engine {
                         fired,
                     },
                 ) => {
-                    let Some(ss) = self.specs.get_mut(usize::from(*spec)) else {
+                    let Some((wkey, w)) = windows.get_mut(usize::from(*spec)) else {
                         continue;
                     };
-                    let wkey = key_of(&ss.spec, &s, from);
+                    let wkey = *wkey;
                     let hour = t.0.div_euclid(3_600_000_000_000);
                     let l = learned.entry(wkey).or_default();
                     if first_time {
                         l.add(hour, s.usd.0);
                     }
                     let (median, mad, samples) = l.baseline(hour);
-                    let Some(w) = ss.windows.get_mut(&wkey) else {
-                        continue;
-                    };
                     w.advance(t);
                     let volume = w.sum();
                     if samples < p.warmup_weeks as usize || volume < p.min_usd {
@@ -1092,13 +1096,10 @@ impl Engine {
                     RuleKind::OutflowWindow(_) | RuleKind::Velocity(_),
                     RuleState::Windows { spec, fired },
                 ) => {
-                    let Some(ss) = self.specs.get_mut(usize::from(*spec)) else {
+                    let Some((wkey, w)) = windows.get_mut(usize::from(*spec)) else {
                         continue;
                     };
-                    let wkey = key_of(&ss.spec, &s, from);
-                    let Some(w) = ss.windows.get_mut(&wkey) else {
-                        continue;
-                    };
+                    let wkey = *wkey;
                     match window_exceeded(w, &self.state, rule, &wkey, t) {
                         None => {
                             fired.remove(&wkey);

@@ -23,10 +23,10 @@ mod window;
 
 pub use baseline::{Learned, robust};
 pub use config::{
-    Action, ApprovalParams, BalanceDrainParams, ConfigError, ConfigErrors, CorrelationParams,
-    DEFAULT_DENYLIST, DEFAULT_RULES, DenylistParams, FileReader, IntentMatching, IntentsMode,
-    Level, Mode, NewDestinationParams, OutflowWindowParams, PresignParams, Rule, RuleKind, RuleSet,
-    AddressSet, UnmatchedParams, VelocityParams, parse_denylist,
+    Action, AddressSet, ApprovalParams, BalanceDrainParams, ConfigError, ConfigErrors,
+    CorrelationParams, DEFAULT_DENYLIST, DEFAULT_RULES, DenylistParams, FileReader, IntentMatching,
+    IntentsMode, Level, Mode, NewDestinationParams, OutflowWindowParams, PresignParams, Rule,
+    RuleKind, RuleSet, UnmatchedParams, VelocityParams, parse_denylist,
 };
 pub use engine::{Engine, EngineStats, LearnedEntry, LearnedState, Output, Verdict, WindowFigure};
 pub use window::{Seq, SlidingWindow};

@@ -341,16 +341,7 @@ impl TxKey {
             return TxKey::Text(h.clone());
         }
         let mut out = [0u8; 32];
-        let mut bad = 0u8;
-        for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-            let (a, b) = (
-                crate::intern::HEX[usize::from(pair[0])],
-                crate::intern::HEX[usize::from(pair[1])],
-            );
-            bad |= a | b;
-            *o = a << 4 | (b & 0x0f);
-        }
-        if bad & 0xf0 != 0 {
+        if !crate::intern::decode_hex(hex, &mut out) {
             return TxKey::Text(h.clone());
         }
         if prefixed {
@@ -785,7 +776,9 @@ impl State {
     /// Whether a transfer's state was retired (counted long ago; its late
     /// records, such as a slow chain's `confirmed`, change nothing).
     fn is_retired(&self, fingerprint: u64) -> bool {
-        self.retired.iter().any(|(_, set)| set.contains(&fingerprint))
+        self.retired
+            .iter()
+            .any(|(_, set)| set.contains(&fingerprint))
     }
 }
 

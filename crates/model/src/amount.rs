@@ -145,6 +145,9 @@ impl Amount {
 
     /// `self × bps / 10 000`, rounded down: a share in basis points.
     pub fn share_bps(self, bps: u32) -> Amount {
+        if let Ok(units) = u64::try_from(self.0) {
+            return Amount::from_base_units(u128::from(units) * u128::from(bps) / 10_000);
+        }
         let wide = self.0.saturating_mul(U256::from(bps));
         Amount(wide / U256::from(10_000u32))
     }
@@ -155,11 +158,12 @@ impl Amount {
         if whole.is_zero() {
             return None;
         }
-        // Fast path: both fit 64 bits (nearly every real balance), so one
-        // native division instead of a 256-bit one.
-        if let (Ok(part), Ok(w)) = (u64::try_from(self.0), u64::try_from(whole.0)) {
-            let scaled = u128::from(part) * 10_000 / u128::from(w);
-            return Some(u32::try_from(scaled).unwrap_or(u32::MAX));
+        // Fast path: everything fits 128 bits (any real balance, even in
+        // wei), so a native division instead of a 256-bit one.
+        if let (Ok(part), Ok(w)) = (u128::try_from(self.0), u128::try_from(whole.0))
+            && let Some(p) = part.checked_mul(10_000)
+        {
+            return Some(u32::try_from(p / w).unwrap_or(u32::MAX));
         }
         let scaled = self.0.saturating_mul(U256::from(10_000u32)) / whole.0;
         Some(u32::try_from(scaled).unwrap_or(u32::MAX))
@@ -425,7 +429,7 @@ mod tests {
         #[test]
         fn bps_fast_path_matches_256_bit_division(
             part in prop_oneof![any::<u64>().prop_map(u128::from), any::<u128>()],
-            whole in prop_oneof![1u64..=u64::MAX, Just(1u64)].prop_map(u128::from),
+            whole in prop_oneof![(1u64..=u64::MAX).prop_map(u128::from), 1u128..=u128::MAX, Just(1u128)],
         ) {
             let exact = U256::from(part).saturating_mul(U256::from(10_000u32)) / U256::from(whole);
             let want = u32::try_from(exact).unwrap_or(u32::MAX);
@@ -433,6 +437,12 @@ mod tests {
                 Amount::from_base_units(part).bps_of(Amount::from_base_units(whole)),
                 Some(want)
             );
+        }
+
+        #[test]
+        fn share_fast_path_matches_256_bit_arithmetic(units in any::<u128>(), bps in any::<u32>()) {
+            let exact = U256::from(units).saturating_mul(U256::from(bps)) / U256::from(10_000u32);
+            prop_assert_eq!(Amount::from_base_units(units).share_bps(bps), Amount(exact));
         }
 
         #[test]

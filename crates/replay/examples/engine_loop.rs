@@ -25,7 +25,12 @@ fn main() {
         .iter()
         .filter(|e| matches!(e.kind, EventKind::Transfer(_) | EventKind::Intent(_)))
         .count();
-    let rules = RuleSet::builtin().unwrap();
+    let mut rules = RuleSet::builtin().unwrap();
+    // RULES_ONLY=id,id keeps only those rules: what each rule costs.
+    if let Ok(only) = std::env::var("RULES_ONLY") {
+        let keep: Vec<&str> = only.split(',').collect();
+        rules.rules.retain(|r| keep.contains(&r.id.as_str()));
+    }
     let mut best = f64::MAX;
     let mut n = 0;
     for _ in 0..passes {
@@ -68,6 +73,10 @@ fn by_kind(events: &[Event], rules: &RuleSet) {
         s.1 += ns;
     }
     for (k, (n, ns)) in sums {
-        println!("{k:20} {n:8} events {:8.0} ns each {:6.2} ms", ns as f64 / n as f64, ns as f64 / 1e6);
+        println!(
+            "{k:20} {n:8} events {:8.0} ns each {:6.2} ms",
+            ns as f64 / n as f64,
+            ns as f64 / 1e6
+        );
     }
 }
