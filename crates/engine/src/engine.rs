@@ -527,7 +527,7 @@ impl Engine {
             for (slot, ss) in self.specs.iter_mut().enumerate() {
                 let value = match ss.spec.value {
                     Value::Units => units(s.amount),
-                    Value::Usd => s.usd.0,
+                    Value::Usd => s.usd().0,
                     Value::Count => 1,
                 };
                 let len = ss.spec.length;
@@ -715,7 +715,7 @@ impl Engine {
                     WindowKey::Wallet(w, a) => {
                         let wl = &st.wallets[w as usize];
                         (
-                            Scope::Wallet(chain(wl.chain), wl.address.clone()),
+                            Scope::Wallet(chain(wl.chain), st.wallet_address(wl)),
                             a.map(asset),
                         )
                     }
@@ -966,7 +966,7 @@ impl Engine {
         for (i, ss) in self.specs.iter_mut().enumerate() {
             let value = match ss.spec.value {
                 Value::Units => units(s.amount),
-                Value::Usd => s.usd.0,
+                Value::Usd => s.usd().0,
                 Value::Count => 1,
             };
             let wkey = key_of(&ss.spec, &s, from);
@@ -994,15 +994,15 @@ impl Engine {
                             "{} {} ({}) left {} to {} with no matching withdrawal intent",
                             tr.amount.to_decimal_string(tr.decimals),
                             tr.asset,
-                            s.usd,
+                            s.usd(),
                             tr.from,
                             tr.to
                         );
                         let figures = vec![
-                            ("usd".to_string(), format!("{:.2}", s.usd.to_f64())),
+                            ("usd".to_string(), format!("{:.2}", s.usd().to_f64())),
                             ("stage".to_string(), tr.stage.as_str().to_string()),
                         ];
-                        let sub = Subject::of_transfer(tr, s.usd);
+                        let sub = Subject::of_transfer(tr, s.usd());
                         found.push(pending(t, rule, scope(), &sub, summary, figures));
                     }
                 }
@@ -1011,10 +1011,10 @@ impl Engine {
                         "{} {} ({}) sent to denylisted {}",
                         tr.amount.to_decimal_string(tr.decimals),
                         tr.asset,
-                        s.usd,
+                        s.usd(),
                         tr.to
                     );
-                    let sub = Subject::of_transfer(tr, s.usd);
+                    let sub = Subject::of_transfer(tr, s.usd());
                     found.push(pending(
                         t,
                         rule,
@@ -1039,7 +1039,7 @@ impl Engine {
                     let hour = t.0.div_euclid(3_600_000_000_000);
                     let l = learned.entry(wkey).or_default();
                     if first_time {
-                        l.add(hour, s.usd.0);
+                        l.add(hour, s.usd().0);
                     }
                     let (median, mad, samples) = l.baseline(hour);
                     w.advance(t);
@@ -1066,7 +1066,7 @@ impl Engine {
                             ("limit_usd".to_string(), format!("{limit:.2}")),
                             ("weeks".to_string(), samples.to_string()),
                         ];
-                        let sub = Subject::of_transfer(tr, s.usd);
+                        let sub = Subject::of_transfer(tr, s.usd());
                         found.push(pending(t, rule, scope(), &sub, summary, figures));
                     }
                 }
@@ -1081,7 +1081,7 @@ impl Engine {
                         tr.asset,
                         tr.amount.to_decimal_string(tr.decimals),
                         tr.asset,
-                        s.usd,
+                        s.usd(),
                         tr.to,
                         pct(limit)
                     );
@@ -1089,7 +1089,7 @@ impl Engine {
                         ("share".to_string(), pct(u64::from(share_bps))),
                         ("max_tx_share".to_string(), pct(limit)),
                     ];
-                    let sub = Subject::of_transfer(tr, s.usd);
+                    let sub = Subject::of_transfer(tr, s.usd());
                     found.push(pending(t, rule, scope(), &sub, summary, figures));
                 }
                 (
@@ -1106,7 +1106,7 @@ impl Engine {
                         }
                         Some((figures, summary)) => {
                             if fired.insert(wkey) {
-                                let sub = Subject::of_transfer(tr, s.usd);
+                                let sub = Subject::of_transfer(tr, s.usd());
                                 let p = pending(t, rule, scope(), &sub, summary, figures);
                                 found.push(p);
                             }
@@ -1129,7 +1129,7 @@ impl Engine {
                                 "{} {} ({}, {} of the wallet's balance) sent to {}, an address never paid before",
                                 tr.amount.to_decimal_string(tr.decimals),
                                 tr.asset,
-                                s.usd,
+                                s.usd(),
                                 pct(u64::from(share_bps)),
                                 tr.to
                             );
@@ -1142,7 +1142,7 @@ impl Engine {
                                 ),
                                 ("earlier_outflows".to_string(), history.count.to_string()),
                             ];
-                            let sub = Subject::of_transfer(tr, s.usd);
+                            let sub = Subject::of_transfer(tr, s.usd());
                             found.push(pending(t, rule, scope(), &sub, summary, figures));
                         }
                     }
@@ -1177,7 +1177,7 @@ impl Engine {
                             ("sources".to_string(), sum.sources.to_string()),
                             ("total_share".to_string(), pct(sum.total_share_bps)),
                         ];
-                        let sub = Subject::of_transfer(tr, s.usd);
+                        let sub = Subject::of_transfer(tr, s.usd());
                         found.push(pending(t, rule, scope(), &sub, summary, figures));
                     }
                 }
@@ -1371,7 +1371,7 @@ impl Engine {
         }
         let (chain, address) = (
             self.state.chains[usize::from(wallet.chain)].clone(),
-            wallet.address.clone(),
+            self.state.wallet_address(wallet),
         );
         let Some(asset_id) = self.state.asset_lookup(asset) else {
             return;

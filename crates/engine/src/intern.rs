@@ -172,6 +172,30 @@ impl AddrTable {
         (AddrId(id), true)
     }
 
+    /// The address an id stands for, spelled as the engine received it
+    /// (`0x`-hex lowercased): wallets keep only their id, and findings
+    /// spell the address out when they need it.
+    pub(crate) fn address(&self, id: AddrId) -> Option<Address> {
+        if id.0 as usize >= self.starts.len() {
+            return None;
+        }
+        let bytes = self.bytes(id.0);
+        match bytes.split_first() {
+            Some((1, evm)) => {
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                let mut s = String::with_capacity(2 + 2 * evm.len());
+                s.push_str("0x");
+                for b in evm {
+                    s.push(char::from(DIGITS[usize::from(b >> 4)]));
+                    s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+                }
+                Some(Address::new(&s))
+            }
+            Some((_, text)) => Some(Address::new(&String::from_utf8_lossy(text))),
+            None => None,
+        }
+    }
+
     /// How many distinct addresses are interned.
     pub(crate) fn len(&self) -> usize {
         self.starts.len()
@@ -231,6 +255,24 @@ mod tests {
                 None => prop_assert!(!ok),
             }
         }
+    }
+
+    #[test]
+    fn interned_addresses_are_spelled_back_exactly() {
+        let mut t = AddrTable::default();
+        for a in [
+            "0x7D535A6A6C18988D64A878AF797E84C93539E776",
+            "bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh",
+            "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf",
+            "0xnothex",
+        ] {
+            let address = Address::new(a);
+            let (id, new) = t.intern(&address);
+            assert!(new);
+            assert_eq!(t.address(id), Some(address.clone()));
+            assert_eq!(t.get(&address), Some(id));
+        }
+        assert_eq!(t.address(AddrId(99)), None);
     }
 
     #[test]

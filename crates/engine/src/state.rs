@@ -90,39 +90,52 @@ impl WindowRef {
     }
 }
 
-/// A transfer's refs; the default rules make four or five.
-pub(crate) type Refs = SmallVec<[WindowRef; 6]>;
+/// A transfer's refs; the default rules make four.
+pub(crate) type Refs = SmallVec<[WindowRef; 4]>;
 
 /// What the engine keeps about a transfer while it can still change.
+/// Ordered and sized so a tracked transfer takes 96 bytes: the engine may
+/// hold hours of a busy exchange's transfers.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TransferState {
     pub(crate) first_seen: Timestamp,
-    pub(crate) chain: ChainId,
+    pub(crate) amount: Amount,
+    /// Its USD value in micro-dollars, saturating at 2⁶⁴ − 1 (18
+    /// trillion dollars).
+    usd_micros: u64,
     pub(crate) from_addr: Option<AddrId>,
-    pub(crate) asset: AssetId,
     pub(crate) from: Option<WalletIdx>,
     pub(crate) to_wallet: Option<WalletIdx>,
     pub(crate) to: AddrId,
+    /// Its share of the sender's balance when first judged (basis points).
+    pub(crate) share_bps: u32,
+    pub(crate) chain: ChainId,
+    pub(crate) asset: AssetId,
     pub(crate) direction: Direction,
-    pub(crate) amount: Amount,
-    pub(crate) usd: Usd,
     pub(crate) counted: bool,
     pub(crate) applied: bool,
     pub(crate) judged: bool,
     pub(crate) matched: bool,
-    /// Its share of the sender's balance when first judged (basis points).
-    pub(crate) share_bps: u32,
+}
+
+impl TransferState {
+    /// Its USD value when first seen.
+    pub(crate) fn usd(&self) -> Usd {
+        Usd(u128::from(self.usd_micros))
+    }
 }
 
 /// A wallet of the exchange.
 #[derive(Debug, Clone)]
+/// Small: an exchange may watch a hundred thousand deposit and hot
+/// wallets. The address is spelled out from the table when a finding
+/// needs it.
 pub(crate) struct Wallet {
     pub(crate) chain: ChainId,
-    pub(crate) address: Address,
     pub(crate) addr: AddrId,
     pub(crate) role: WalletRole,
     /// Assets with a known balance.
-    pub(crate) assets: Vec<AssetId>,
+    pub(crate) assets: SmallVec<[AssetId; 4]>,
 }
 
 /// What the engine knows of a chain's heads.
@@ -477,6 +490,13 @@ impl State {
         self.wallet_idx.get(&(chain, addr)).copied()
     }
 
+    /// A wallet's address, spelled out.
+    pub(crate) fn wallet_address(&self, w: &Wallet) -> Address {
+        self.addrs
+            .address(w.addr)
+            .unwrap_or_else(|| Address::new(""))
+    }
+
     pub(crate) fn is_hot(&self, w: WalletIdx) -> bool {
         self.wallets
             .get(w as usize)
@@ -515,10 +535,9 @@ impl State {
         let w = WalletIdx::try_from(self.wallets.len()).unwrap_or(WalletIdx::MAX);
         self.wallets.push(Wallet {
             chain: c,
-            address: address.clone(),
             addr: a,
             role,
-            assets: Vec::new(),
+            assets: SmallVec::new(),
         });
         self.wallet_idx.insert((c, a), w);
         w
@@ -660,7 +679,13 @@ impl State {
         let asset = self.asset_id(&tr.asset);
         let from_addr = self.addrs.get(&tr.from);
         let from = from_addr.and_then(|a| self.wallet(chain, a));
-        let to_known = self.addrs.get(&tr.to);
+        // A hot wallet's destination is interned anyway (every destination
+        // of an outflow is remembered): one lookup, not two.
+        let to_known = if from.is_some_and(|w| self.is_hot(w)) {
+            Some(self.intern(&tr.to))
+        } else {
+            self.addrs.get(&tr.to)
+        };
         let to_wallet = to_known.and_then(|a| self.wallet(chain, a));
         let direction = match (from, to_wallet) {
             (Some(_), Some(_)) => Direction::Internal,
@@ -683,7 +708,8 @@ impl State {
             to,
             direction,
             amount: tr.amount,
-            usd: Usd::of(tr.amount, tr.decimals, self.price(asset)),
+            usd_micros: u64::try_from(Usd::of(tr.amount, tr.decimals, self.price(asset)).0)
+                .unwrap_or(u64::MAX),
             counted: false,
             applied: false,
             judged: false,
@@ -801,6 +827,12 @@ mod tests {
                 prop_assert_eq!(h.median_interval(), last[last.len() / 2]);
             }
         }
+    }
+
+    #[test]
+    fn tracked_transfers_stay_small() {
+        assert!(std::mem::size_of::<TransferState>() <= 96);
+        assert!(std::mem::size_of::<Refs>() <= 40);
     }
 
     #[test]
