@@ -348,10 +348,24 @@ fn window_exceeded(
     key: &WindowKey,
     now: Timestamp,
 ) -> Option<(Vec<(String, String)>, String)> {
+    if !window_over(w, state, rule, key, now) {
+        return None;
+    }
+    describe_window(w, state, rule, key)
+}
+
+/// The cheap test of [`window_exceeded`]: no figures, no words, so a
+/// window that stays over its limit through a drain costs nothing more.
+fn window_over(
+    w: &mut SlidingWindow,
+    state: &State,
+    rule: &Rule,
+    key: &WindowKey,
+    now: Timestamp,
+) -> bool {
     w.advance(now);
     let (sum, applied, count) = (w.sum(), w.sum_applied(), w.count());
-    // The cheap test first: figures and words only for a crossing.
-    let over = match &rule.kind {
+    match &rule.kind {
         RuleKind::Velocity(p) => count > p.max_count,
         RuleKind::OutflowWindow(p) if p.per_asset => p
             .max_share_bps
@@ -368,10 +382,17 @@ fn window_exceeded(
                     })
         }
         _ => false,
-    };
-    if !over {
-        return None;
     }
+}
+
+/// The figures and summary of a window over its limit.
+fn describe_window(
+    w: &SlidingWindow,
+    state: &State,
+    rule: &Rule,
+    key: &WindowKey,
+) -> Option<(Vec<(String, String)>, String)> {
+    let (sum, applied, count) = (w.sum(), w.sum_applied(), w.count());
     let window = humantime::format_duration(w.length()).to_string();
     match &rule.kind {
         RuleKind::Velocity(p) => (count > p.max_count).then(|| {
@@ -1100,12 +1121,15 @@ impl Engine {
                         continue;
                     };
                     let wkey = *wkey;
-                    match window_exceeded(w, &self.state, rule, &wkey, t) {
-                        None => {
-                            fired.remove(&wkey);
-                        }
-                        Some((figures, summary)) => {
-                            if fired.insert(wkey) {
+                    if !window_over(w, &self.state, rule, &wkey, t) {
+                        fired.remove(&wkey);
+                    } else if !fired.contains(&wkey) {
+                        match describe_window(w, &self.state, rule, &wkey) {
+                            None => {
+                                fired.remove(&wkey);
+                            }
+                            Some((figures, summary)) => {
+                                fired.insert(wkey);
                                 let sub = Subject::of_transfer(tr, s.usd());
                                 let p = pending(t, rule, scope(), &sub, summary, figures);
                                 found.push(p);

@@ -139,7 +139,7 @@ pub(crate) struct Wallet {
 }
 
 /// What the engine knows of a chain's heads.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct HeadTrack {
     pub(crate) last_block: u64,
     pub(crate) last_t: Timestamp,
@@ -149,7 +149,20 @@ pub(crate) struct HeadTrack {
     /// The same intervals in order, kept so by insertion on each head: the
     /// blind check reads the median every second, and a head must not
     /// allocate or sort.
-    sorted: Vec<i64>,
+    sorted: [i64; HEAD_INTERVALS],
+    sorted_len: usize,
+}
+
+impl Default for HeadTrack {
+    fn default() -> Self {
+        HeadTrack {
+            last_block: 0,
+            last_t: Timestamp::default(),
+            intervals: VecDeque::with_capacity(HEAD_INTERVALS),
+            sorted: [0; HEAD_INTERVALS],
+            sorted_len: 0,
+        }
+    }
 }
 
 /// How many head intervals the median is taken over.
@@ -158,19 +171,40 @@ const HEAD_INTERVALS: usize = 31;
 impl HeadTrack {
     /// The median interval: robust to a slow block or a burst.
     pub(crate) fn median_interval(&self) -> i64 {
-        self.sorted.get(self.sorted.len() / 2).copied().unwrap_or(0)
+        if self.sorted_len == 0 {
+            return 0;
+        }
+        self.sorted[self.sorted_len / 2]
     }
 
     fn push_interval(&mut self, dt: i64) {
+        let n = self.sorted_len;
+        let sorted = &mut self.sorted;
         if self.intervals.len() == HEAD_INTERVALS
             && let Some(old) = self.intervals.pop_front()
-            && let Ok(at) = self.sorted.binary_search(&old)
         {
-            self.sorted.remove(at);
+            // Replace the oldest value in place and bubble the new one to
+            // its position: at most 31 moves, no call.
+            let mut at = sorted[..n].partition_point(|&x| x < old);
+            sorted[at] = dt;
+            while at > 0 && sorted[at - 1] > sorted[at] {
+                sorted.swap(at - 1, at);
+                at -= 1;
+            }
+            while at + 1 < n && sorted[at + 1] < sorted[at] {
+                sorted.swap(at, at + 1);
+                at += 1;
+            }
+        } else if n < HEAD_INTERVALS {
+            let mut at = n;
+            sorted[at] = dt;
+            while at > 0 && sorted[at - 1] > sorted[at] {
+                sorted.swap(at - 1, at);
+                at -= 1;
+            }
+            self.sorted_len = n + 1;
         }
         self.intervals.push_back(dt);
-        let at = self.sorted.partition_point(|&x| x < dt);
-        self.sorted.insert(at, dt);
     }
 }
 
