@@ -1,8 +1,8 @@
 //! The embedded SQLite store of the drainguard daemon.
 //!
 //! One file holds everything that must survive a restart: each chain's
-//! checkpoint, the findings, the freezes and their lifecycle, the
-//! append-only audit log, and the engine's learned state. See [`Store`].
+//! checkpoint, the findings, the freezes and their lifecycle, the outbox
+//! of actions, the append-only audit log, and the engine's learned state. See [`Store`].
 //!
 //! The core guarantee is [`Store::commit`]: the findings and freezes that
 //! some blocks produced, their audit rows, and the checkpoints those blocks
@@ -20,11 +20,13 @@
 //! next to the columns used to query them.
 
 mod error;
+mod outbox;
 mod schema;
 mod store;
 mod types;
 
 pub use error::StoreError;
+pub use outbox::{ActionStatus, Attempt, NewAction, OutboxAction, OutboxCounts, RedriveOutcome};
 pub use store::Store;
 pub use types::{
     AuditEntry, Batch, Checkpoint, CommitOutcome, FreezeFilter, FreezeStatus, LiftOutcome,
@@ -44,6 +46,12 @@ pub mod action {
     pub const FREEZE_LIFTED: &str = "freeze.lifted";
     /// A chain's checkpoint was moved back after a reorg.
     pub const CHECKPOINT_REWIND: &str = "checkpoint.rewind";
+    /// A receiver accepted an outbox action (a webhook, a page).
+    pub const DELIVERED: &str = "delivery.succeeded";
+    /// An outbox action failed for good (until re-driven).
+    pub const DELIVERY_FAILED: &str = "delivery.failed";
+    /// An operator put a failed outbox action back in the queue.
+    pub const REDRIVE: &str = "outbox.redrive";
 }
 
 /// The `actor` values the store writes for the daemon's own actions.
@@ -52,4 +60,6 @@ pub mod actor {
     pub const ENGINE: &str = "engine";
     /// A chain watcher (checkpoint rewinds after a reorg).
     pub const WATCHER: &str = "watcher";
+    /// The delivery worker (webhooks, pages).
+    pub const RESPONDER: &str = "responder";
 }

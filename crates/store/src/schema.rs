@@ -90,8 +90,43 @@ CREATE TABLE state (
 ) STRICT;
 "#;
 
+/// Version 2: the outbox of actions (webhook deliveries, pages), queued in
+/// the same transaction as what caused them and never deleted.
+const V2: &str = r#"
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel         TEXT    NOT NULL,
+    key             TEXT    NOT NULL,
+    kind            TEXT    NOT NULL,
+    body            TEXT    NOT NULL CHECK (json_valid(body)),
+    created_at      TEXT    NOT NULL,
+    status          TEXT    NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    delivered_at    TEXT,
+    UNIQUE (channel, key)
+) STRICT;
+CREATE INDEX outbox_due ON outbox (status, next_attempt_ms);
+
+CREATE TRIGGER outbox_no_delete BEFORE DELETE ON outbox
+BEGIN
+    SELECT RAISE(ABORT, 'outbox actions are never deleted');
+END;
+CREATE TRIGGER outbox_immutable
+BEFORE UPDATE OF id, channel, key, kind, body, created_at ON outbox
+BEGIN
+    SELECT RAISE(ABORT, 'an outbox action is immutable once queued');
+END;
+CREATE TRIGGER outbox_delivered_stays BEFORE UPDATE ON outbox WHEN OLD.status = 'delivered'
+BEGIN
+    SELECT RAISE(ABORT, 'a delivered action stays delivered');
+END;
+"#;
+
 /// Every migration, in order.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this binary writes.
 pub(crate) fn latest_version() -> i64 {

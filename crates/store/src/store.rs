@@ -29,7 +29,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// crash or a power loss.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: Option<PathBuf>,
 }
 
@@ -176,6 +176,12 @@ impl Store {
                 outcome.existing_freezes.push(freeze.id.clone());
             }
         }
+        let now_ms = crate::outbox::now_ms();
+        for a in &batch.actions {
+            if crate::outbox::insert_action(&tx, a, &at, now_ms)? {
+                outcome.queued_actions += 1;
+            }
+        }
         for (chain, next) in &batch.checkpoints {
             if let Some(stored) = read_checkpoint(&tx, chain)? {
                 if next.block < stored.block {
@@ -246,10 +252,14 @@ impl Store {
     /// `freeze.manual` under `actor`. Returns whether the id was new; an id
     /// already stored (active or lifted) is left as it is, and the request
     /// is still audited (with `"new": false`).
+    ///
+    /// `actions` (the webhook delivery of the freeze) are queued in the same
+    /// transaction, so the freeze is never recorded without them.
     pub fn raise_manual_freeze(
         &mut self,
         freeze: &Freeze,
         actor: &str,
+        actions: &[crate::NewAction],
     ) -> Result<bool, StoreError> {
         if actor.trim().is_empty() {
             return Err(StoreError::EmptyActor);
@@ -271,6 +281,10 @@ impl Store {
             &freeze.id.0,
             &detail,
         )?;
+        let now_ms = crate::outbox::now_ms();
+        for a in actions {
+            crate::outbox::insert_action(&tx, a, &at, now_ms)?;
+        }
         tx.commit()?;
         Ok(new)
     }
@@ -279,11 +293,15 @@ impl Store {
     /// `freeze.lifted` with `actor` and `reason`. A blank reason is refused
     /// ([`StoreError::EmptyReason`]), as is a blank actor. Nothing is written
     /// when the freeze does not exist or is already lifted.
+    ///
+    /// `actions` (telling the exchange the freeze is lifted) are queued in
+    /// the same transaction, only when the freeze is actually lifted.
     pub fn lift_freeze(
         &mut self,
         id: &FreezeId,
         actor: &str,
         reason: &str,
+        actions: &[crate::NewAction],
     ) -> Result<LiftOutcome, StoreError> {
         if reason.trim().is_empty() {
             return Err(StoreError::EmptyReason);
@@ -314,6 +332,10 @@ impl Store {
         )?;
         let detail = json!({ "reason": reason });
         insert_audit(&tx, &at, actor, action::FREEZE_LIFTED, &id.0, &detail)?;
+        let now_ms = crate::outbox::now_ms();
+        for a in actions {
+            crate::outbox::insert_action(&tx, a, &at, now_ms)?;
+        }
         tx.commit()?;
         Ok(LiftOutcome::Lifted)
     }
@@ -462,18 +484,18 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The wall clock as stored in `at`-style columns.
-fn now() -> String {
+pub(crate) fn now() -> String {
     Timestamp::now().to_rfc3339()
 }
 
-fn encode<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<String, StoreError> {
+pub(crate) fn encode<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|source| StoreError::Encode {
         what: what.to_string(),
         source,
     })
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, StoreError> {
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, StoreError> {
     serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
         what: what.to_string(),
         detail: e.to_string(),
@@ -526,7 +548,7 @@ fn write_checkpoint(
     Ok(())
 }
 
-fn insert_audit(
+pub(crate) fn insert_audit(
     conn: &Connection,
     at: &str,
     actor: &str,
@@ -682,7 +704,7 @@ mod tests {
         assert_eq!(get("foreign_keys"), 1);
         assert_eq!(get("busy_timeout"), 5000);
         assert_eq!(get("user_version"), schema::latest_version());
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), 2);
     }
 
     #[test]
@@ -709,7 +731,7 @@ mod tests {
     #[test]
     fn freezes_cannot_be_deleted_edited_or_unlifted() {
         let mut store = Store::open_in_memory().unwrap();
-        store.raise_manual_freeze(&freeze("fz-1"), "alice").unwrap();
+        store.raise_manual_freeze(&freeze("fz-1"), "alice", &[]).unwrap();
         assert_aborts(&store, "DELETE FROM freezes", "never deleted");
         assert_aborts(&store, "UPDATE freezes SET scope = 'chain:x'", "immutable");
         // A lift without a reason breaks the table's CHECK.
@@ -722,7 +744,7 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("CHECK"), "{err}");
         store
-            .lift_freeze(&FreezeId("fz-1".into()), "bob", "false positive")
+            .lift_freeze(&FreezeId("fz-1".into()), "bob", "false positive", &[])
             .unwrap();
         assert_aborts(
             &store,

@@ -25,12 +25,18 @@ pub struct Batch {
     pub freezes: Vec<Freeze>,
     /// Checkpoints to advance, applied last and in order.
     pub checkpoints: Vec<(Chain, Checkpoint)>,
+    /// Actions to queue in the outbox (idempotent by channel and key),
+    /// durable with the freezes and findings that caused them.
+    pub actions: Vec<crate::NewAction>,
 }
 
 impl Batch {
     /// Whether the batch carries nothing at all.
     pub fn is_empty(&self) -> bool {
-        self.findings.is_empty() && self.freezes.is_empty() && self.checkpoints.is_empty()
+        self.findings.is_empty()
+            && self.freezes.is_empty()
+            && self.checkpoints.is_empty()
+            && self.actions.is_empty()
     }
 }
 
@@ -44,6 +50,8 @@ pub struct CommitOutcome {
     pub new_freezes: Vec<FreezeId>,
     /// Freeze ids that were already stored (left untouched), in batch order.
     pub existing_freezes: Vec<FreezeId>,
+    /// How many of the batch's actions were new to the outbox.
+    pub queued_actions: usize,
 }
 
 /// What [`Store::lift_freeze`](crate::Store::lift_freeze) did.

@@ -245,6 +245,12 @@ fn a_backwards_checkpoint_rolls_back_the_whole_batch() {
         freezes: vec![freeze("fz-1", "2023-09-12T10:00:00Z")],
         // Bitcoin moves forward first, then ethereum moves back.
         checkpoints: vec![(btc.clone(), cp(800_001, "00cd")), (eth(), cp(99, "0x99"))],
+        actions: vec![drainguard_store::NewAction {
+            channel: "webhook".into(),
+            key: "fz-1".into(),
+            kind: "freeze.raised".into(),
+            body: json!({"freeze": {"id": "fz-1"}}),
+        }],
     };
     let err = store.commit(&bad).unwrap_err();
     match &err {
@@ -258,6 +264,7 @@ fn a_backwards_checkpoint_rolls_back_the_whole_batch() {
     // Nothing of the batch was written.
     assert!(all_findings(&store).is_empty());
     assert!(store.freezes(FreezeFilter::All).unwrap().is_empty());
+    assert!(store.outbox(None).unwrap().is_empty());
     assert_eq!(store.audit(None).unwrap(), audit_before);
     assert_eq!(store.checkpoint(&eth()).unwrap(), Some(cp(100, "0x100")));
     assert_eq!(store.checkpoint(&btc).unwrap(), Some(cp(800_000, "00ab")));
@@ -270,6 +277,7 @@ fn a_backwards_checkpoint_rolls_back_the_whole_batch() {
         })
         .unwrap();
     assert_eq!(all_findings(&store).len(), 1);
+    assert_eq!(store.outbox(None).unwrap().len(), 1);
 }
 
 #[test]
@@ -366,17 +374,17 @@ fn lifting_needs_a_reason_and_is_audited_once() {
 
     for reason in ["", " \n\t"] {
         assert!(matches!(
-            store.lift_freeze(&fz.id, "alice", reason),
+            store.lift_freeze(&fz.id, "alice", reason, &[]),
             Err(StoreError::EmptyReason)
         ));
     }
     assert!(matches!(
-        store.lift_freeze(&fz.id, "", "ok"),
+        store.lift_freeze(&fz.id, "", "ok", &[]),
         Err(StoreError::EmptyActor)
     ));
     assert_eq!(
         store
-            .lift_freeze(&FreezeId("fz-none".into()), "alice", "ok")
+            .lift_freeze(&FreezeId("fz-none".into()), "alice", "ok", &[])
             .unwrap(),
         LiftOutcome::NotFound
     );
@@ -385,12 +393,12 @@ fn lifting_needs_a_reason_and_is_audited_once() {
 
     assert_eq!(
         store
-            .lift_freeze(&fz.id, "alice", "intents were late; confirmed with ops")
+            .lift_freeze(&fz.id, "alice", "intents were late; confirmed with ops", &[])
             .unwrap(),
         LiftOutcome::Lifted
     );
     assert_eq!(
-        store.lift_freeze(&fz.id, "bob", "again").unwrap(),
+        store.lift_freeze(&fz.id, "bob", "again", &[]).unwrap(),
         LiftOutcome::AlreadyLifted
     );
 
@@ -432,11 +440,11 @@ fn manual_freezes_are_audited_with_their_actor() {
     fz.rule = "manual".to_string();
     fz.findings.clear();
     assert!(matches!(
-        store.raise_manual_freeze(&fz, " "),
+        store.raise_manual_freeze(&fz, " ", &[]),
         Err(StoreError::EmptyActor)
     ));
-    assert!(store.raise_manual_freeze(&fz, "carol").unwrap());
-    assert!(!store.raise_manual_freeze(&fz, "dave").unwrap());
+    assert!(store.raise_manual_freeze(&fz, "carol", &[]).unwrap());
+    assert!(!store.raise_manual_freeze(&fz, "dave", &[]).unwrap());
     assert_eq!(store.freezes(FreezeFilter::Active).unwrap().len(), 1);
 
     let manual: Vec<_> = store
@@ -518,6 +526,7 @@ fn file_database_runs_in_wal_and_survives_reopen() {
                 findings: vec![f.clone()],
                 freezes: vec![fz.clone()],
                 checkpoints: vec![(eth(), cp(7, "0x7"))],
+                actions: Vec::new(),
             })
             .unwrap();
         store.put_state("k", &json!(1)).unwrap();
@@ -529,7 +538,7 @@ fn file_database_runs_in_wal_and_survives_reopen() {
         assert!(dir.path().join("drainguard.db-wal").exists());
     }
     let mut store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
     assert_eq!(all_findings(&store), vec![f]);
     assert_eq!(store.freezes(FreezeFilter::All).unwrap()[0].freeze, fz);
     assert_eq!(store.checkpoint(&eth()).unwrap(), Some(cp(7, "0x7")));
@@ -619,7 +628,7 @@ fn a_newer_schema_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"
