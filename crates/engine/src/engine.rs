@@ -30,6 +30,23 @@ pub enum Output {
     /// Withdrawals in a scope must halt. Always follows the finding that
     /// raised it.
     Freeze(Freeze),
+    /// A condition that fired has cleared: a blind chain moves again. It
+    /// lifts nothing (freezes are only ever lifted by a human); it lets
+    /// the pager resolve the incident.
+    Recovered(Recovery),
+}
+
+/// A cleared condition (see [`Output::Recovered`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recovery {
+    /// When it cleared.
+    pub t: Timestamp,
+    /// The kind of rule whose condition cleared (`blind`).
+    pub kind: String,
+    /// The chain.
+    pub chain: Chain,
+    /// One line for a human.
+    pub summary: String,
 }
 
 /// Running counts, for metrics and reports.
@@ -787,8 +804,15 @@ impl Engine {
             EventKind::Head(h) => {
                 let c = self.state.chain_id(&h.chain);
                 self.state.head(c, h.block, event.t);
-                if let Some(fired) = self.blind_fired.get_mut(usize::from(c)) {
-                    *fired = false;
+                if let Some(fired) = self.blind_fired.get_mut(usize::from(c))
+                    && std::mem::take(fired)
+                {
+                    out.push(Output::Recovered(Recovery {
+                        t: event.t,
+                        kind: "blind".to_string(),
+                        chain: h.chain.clone(),
+                        summary: format!("{} has a new head again (block {})", h.chain, h.block),
+                    }));
                 }
             }
         }

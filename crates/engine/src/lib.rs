@@ -28,5 +28,7 @@ pub use config::{
     IntentsMode, Level, Mode, NewDestinationParams, OutflowWindowParams, PresignParams, Rule,
     RuleKind, RuleSet, UnmatchedParams, VelocityParams, parse_denylist,
 };
-pub use engine::{Engine, EngineStats, LearnedEntry, LearnedState, Output, Verdict, WindowFigure};
+pub use engine::{
+    Engine, EngineStats, LearnedEntry, LearnedState, Output, Recovery, Verdict, WindowFigure,
+};
 pub use window::{Seq, SlidingWindow};

@@ -320,9 +320,25 @@ fn blind_chain_after_k_block_times_once_per_outage() {
     );
     d.at(500).price("ETH", 2000.0);
     assert_eq!(d.findings_of("blind").len(), 1, "one finding per outage");
-    // The chain comes back, then stops again: a new outage.
+    // The chain comes back (reported once, so the page can resolve; the
+    // freeze stays), then stops again: a new outage.
     d.at(510);
     head(&mut d, "ethereum", 10);
+    head(&mut d, "ethereum", 11);
+    let recovered: Vec<_> = d
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            drainguard_engine::Output::Recovered(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(
+        (recovered[0].kind.as_str(), recovered[0].chain.as_str()),
+        ("blind", "ethereum")
+    );
+    assert_eq!(d.engine.active_freezes().len(), 1, "never lifted automatically");
     let mut out = Vec::new();
     d.engine.tick(
         drainguard_model::Timestamp::from_unix_secs(common::T0 + 600),

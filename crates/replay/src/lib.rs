@@ -228,6 +228,7 @@ where
             match o {
                 Output::Finding(f) => findings.push(f),
                 Output::Freeze(f) => freezes.push(f),
+                Output::Recovered(_) => {}
             }
         }
     }
