@@ -7,6 +7,8 @@
     reason = "test support reports progress"
 )]
 
+pub mod receivers;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
