@@ -1,6 +1,8 @@
-//! The HTTP API: `/metrics`, `/healthz`, `/readyz`, and the admin call
-//! `POST /v1/admin/reload` (bearer token from `DRAINGUARD_ADMIN_TOKEN`).
-//! Every error answers JSON `{"error": "..."}`.
+//! The HTTP API: `/metrics`, `/healthz`, `/readyz`, the withdrawal
+//! system's `POST /v1/intents` (its own token), and the operator calls
+//! (freezes, findings, outbox, rules reload; the admin token from
+//! `DRAINGUARD_ADMIN_TOKEN`). Every error answers JSON `{"error": "..."}`.
+//! `docs/openapi.json` documents it, and a test holds the two together.
 
 use std::sync::{
     Arc,
@@ -48,15 +50,43 @@ pub(crate) struct ApiState {
     pub(crate) intents_token: Option<Token>,
     /// Control messages to the engine thread.
     pub(crate) control: drainguard_bus::ControlSender<crate::reload::Control>,
+    /// A connection for reads and re-drives (the engine thread owns the
+    /// writes of findings and freezes).
+    pub(crate) store: Arc<std::sync::Mutex<drainguard_store::Store>>,
+    /// Wakes the delivery worker after a re-drive.
+    pub(crate) wake: Arc<tokio::sync::Notify>,
 }
 
+/// Every route of the router, as (method, path): the OpenAPI document
+/// (`docs/openapi.json`) must list exactly these, and a test holds the
+/// router to them.
+pub(crate) const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/metrics"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("POST", "/v1/admin/reload"),
+    ("POST", "/v1/intents"),
+    ("GET", "/v1/freezes"),
+    ("POST", "/v1/freezes"),
+    ("POST", "/v1/freezes/{id}/lift"),
+    ("GET", "/v1/findings"),
+    ("GET", "/v1/outbox"),
+    ("POST", "/v1/outbox/{id}/redrive"),
+];
+
 pub(crate) fn router(state: ApiState) -> Router {
+    use crate::freezes;
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/admin/reload", post(admin_reload))
         .route("/v1/intents", post(crate::intents::post_intents))
+        .route("/v1/freezes", get(freezes::list).post(freezes::raise))
+        .route("/v1/freezes/{id}/lift", post(freezes::lift))
+        .route("/v1/findings", get(freezes::findings))
+        .route("/v1/outbox", get(freezes::outbox))
+        .route("/v1/outbox/{id}/redrive", post(freezes::redrive))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -68,7 +98,12 @@ pub(crate) fn error(code: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "no such endpoint")
+    let endpoints: Vec<String> = ROUTES.iter().map(|(m, p)| format!("{m} {p}")).collect();
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "no such endpoint (see docs/openapi.json)", "endpoints": endpoints})),
+    )
+        .into_response()
 }
 
 async fn method_not_allowed() -> Response {
@@ -80,7 +115,7 @@ async fn method_not_allowed() -> Response {
 
 /// The answer to a request that does not carry the admin token; `None`
 /// when it does.
-fn refuse_unless_admin(s: &ApiState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refuse_unless_admin(s: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
@@ -192,4 +227,87 @@ async fn readyz(State(s): State<ApiState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(json!({"ready": ready, "checks": body}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::reload::RulesSource;
+
+    fn state() -> ApiState {
+        let (bus, _rx) = drainguard_bus::bounded::<crate::reload::Control>(4);
+        ApiState {
+            metrics: Metrics::new().unwrap(),
+            health: Arc::new(Health::default()),
+            reloader: Reloader::new(RulesSource::Builtin, &bus),
+            admin_token: None,
+            intents_token: None,
+            control: bus.control_sender(),
+            store: Arc::new(std::sync::Mutex::new(
+                drainguard_store::Store::open_in_memory().unwrap(),
+            )),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// (method, path) of every operation in docs/openapi.json.
+    fn documented() -> BTreeSet<(String, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut out = BTreeSet::new();
+        for (p, ops) in doc["paths"].as_object().unwrap() {
+            for m in ops.as_object().unwrap().keys() {
+                out.insert((m.to_uppercase(), p.clone()));
+            }
+        }
+        out
+    }
+
+    async fn status(method: &str, path: &str) -> StatusCode {
+        let uri = path.replace("{id}", "1");
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        router(state()).oneshot(req).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_and_the_router_agree() {
+        let routes: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(documented(), routes, "docs/openapi.json vs api::ROUTES");
+        for (m, p) in &routes {
+            let s = status(m, p).await;
+            assert!(
+                s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED,
+                "{m} {p} answered {s}"
+            );
+        }
+        // No undocumented method on a documented path.
+        let paths: BTreeSet<&String> = routes.iter().map(|(_, p)| p).collect();
+        for p in paths {
+            for m in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+                if !routes.contains(&(m.to_string(), p.clone())) {
+                    assert_eq!(
+                        status(m, p).await,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "{m} {p} is routed but not documented"
+                    );
+                }
+            }
+        }
+        assert_eq!(status("GET", "/v1/nothing").await, StatusCode::NOT_FOUND);
+    }
 }

@@ -12,6 +12,7 @@ use std::{
 
 use anyhow::Context;
 use drainguard_engine::RuleSet;
+use drainguard_respond::{PagerConfig, Secret, WebhookConfig, webhook::Endpoint};
 use drainguard_sim::{PRESETS, SimConfig, preset};
 use serde::Deserialize;
 
@@ -26,6 +27,96 @@ struct RawConfig {
     bus: RawBus,
     #[serde(default)]
     source: RawSources,
+    webhook: Option<RawWebhook>,
+    pagerduty: Option<RawPagerDuty>,
+    #[serde(default)]
+    delivery: RawDelivery,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    name: String,
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    #[serde(default = "yes")]
+    enabled: bool,
+    endpoints: Vec<RawEndpoint>,
+    secret_env: Option<String>,
+    secret_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPagerDuty {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "pagerduty_url")]
+    url: String,
+    routing_key_env: Option<String>,
+    routing_key_file: Option<String>,
+    #[serde(default = "default_source")]
+    source: String,
+    #[serde(default = "default_console")]
+    console_url: String,
+    #[serde(default = "default_resolve_after")]
+    resolve_after: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    #[serde(default = "default_initial_backoff")]
+    initial_backoff: String,
+    #[serde(default = "default_max_backoff")]
+    max_backoff: String,
+    #[serde(default = "default_timeout")]
+    timeout: String,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        RawDelivery {
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            timeout: default_timeout(),
+        }
+    }
+}
+
+fn pagerduty_url() -> String {
+    "https://events.pagerduty.com".to_string()
+}
+fn default_source() -> String {
+    "drainguard".to_string()
+}
+fn default_console() -> String {
+    "http://127.0.0.1:9464".to_string()
+}
+fn default_resolve_after() -> String {
+    "30m".to_string()
+}
+fn default_initial_backoff() -> String {
+    "1s".to_string()
+}
+fn default_max_backoff() -> String {
+    "5m".to_string()
+}
+fn default_timeout() -> String {
+    "10s".to_string()
+}
+
+/// How actions are delivered.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    /// Retry delays.
+    pub(crate) backoff: drainguard_respond::Backoff,
+    /// Per request.
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +218,12 @@ pub(crate) struct Config {
     pub(crate) bus_capacity: usize,
     /// The simulator source, if enabled.
     pub(crate) sim: Option<SimSource>,
+    /// The freeze webhook, if configured.
+    pub(crate) webhook: Option<WebhookConfig>,
+    /// PagerDuty, if configured.
+    pub(crate) pagerduty: Option<PagerConfig>,
+    /// Delivery of both.
+    pub(crate) delivery: Delivery,
 }
 
 /// How the built-in rules are named in logs, reports and the audit log.
@@ -179,6 +276,45 @@ pub(crate) fn load_rules_for_replay(path: &Path) -> anyhow::Result<RuleSet> {
         return load(path).map(|c| c.rules).map_err(anyhow::Error::new);
     }
     load_rules(path).map_err(anyhow::Error::new)
+}
+
+/// Only the store's path from a daemon configuration (relative to the
+/// file): what `drainguard audit` needs, without the secrets `run` needs.
+pub(crate) fn store_path(path: &Path) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(path)?;
+    let table: toml::Table = text.parse()?;
+    let p = table
+        .get("store")
+        .and_then(|s| s.get("path"))
+        .and_then(toml::Value::as_str)
+        .context("field `store.path` is missing")?;
+    Ok(resolve(path.parent().unwrap_or(Path::new(".")), p))
+}
+
+/// Reads a secret from exactly one of an environment variable or a file;
+/// an error names the field and where the secret was looked for, never its
+/// value.
+fn read_secret<'a>(
+    base: &Path,
+    (field_env, field_file): (&'a str, &'a str),
+    (env, file): (&Option<String>, &Option<String>),
+) -> Result<Secret, (&'a str, String)> {
+    match (env, file) {
+        (Some(var), None) => Secret::from_env(var).map_err(|e| (field_env, e.to_string())),
+        (None, Some(f)) => {
+            Secret::from_file(&resolve(base, f)).map_err(|e| (field_file, e.to_string()))
+        }
+        (Some(_), Some(_)) => Err((
+            field_env,
+            format!("give `{field_env}` or `{field_file}`, not both"),
+        )),
+        (None, None) => Err((
+            field_env,
+            format!(
+                "missing: the secret comes from `{field_env}` (an environment variable) or `{field_file}` (a file)"
+            ),
+        )),
+    }
 }
 
 /// Reads and validates the daemon configuration and its rules.
@@ -273,6 +409,122 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
         }
         _ => None,
     };
+    let mut duration = |field: &str, v: &str| match humantime::parse_duration(v) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            err(field, "must be more than zero".to_string());
+            None
+        }
+        Err(e) => {
+            err(field, format!("{v:?} is not a duration like \"30s\": {e}"));
+            None
+        }
+    };
+    let initial_backoff = duration("delivery.initial_backoff", &raw.delivery.initial_backoff);
+    let max_backoff = duration("delivery.max_backoff", &raw.delivery.max_backoff);
+    let timeout = duration("delivery.timeout", &raw.delivery.timeout);
+    let resolve_after = raw
+        .pagerduty
+        .as_ref()
+        .and_then(|p| duration("pagerduty.resolve_after", &p.resolve_after));
+    let delivery = Delivery {
+        backoff: drainguard_respond::Backoff {
+            initial: initial_backoff.unwrap_or(Duration::from_secs(1)),
+            max: max_backoff.unwrap_or(Duration::from_secs(300)),
+        },
+        timeout: timeout.unwrap_or(Duration::from_secs(10)),
+    };
+    if delivery.backoff.max < delivery.backoff.initial {
+        err(
+            "delivery.max_backoff",
+            "must not be shorter than delivery.initial_backoff".to_string(),
+        );
+    }
+    let webhook = match raw.webhook {
+        Some(w) if w.enabled => {
+            if w.endpoints.is_empty() {
+                err(
+                    "webhook.endpoints",
+                    "needs at least one endpoint".to_string(),
+                );
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for (i, ep) in w.endpoints.iter().enumerate() {
+                if ep.name.trim().is_empty() || !names.insert(ep.name.clone()) {
+                    err(
+                        &format!("webhook.endpoints[{i}].name"),
+                        format!("{:?} must be non-empty and unique", ep.name),
+                    );
+                }
+                if !(ep.url.starts_with("https://") || ep.url.starts_with("http://")) {
+                    err(
+                        &format!("webhook.endpoints[{i}].url"),
+                        "must be an http:// or https:// URL".to_string(),
+                    );
+                }
+            }
+            let key = read_secret(
+                &base,
+                ("webhook.secret_env", "webhook.secret_file"),
+                (&w.secret_env, &w.secret_file),
+            )
+            .map_err(|(field, msg)| err(field, msg))
+            .ok();
+            key.map(|secret| WebhookConfig {
+                endpoints: w
+                    .endpoints
+                    .into_iter()
+                    .map(|e| Endpoint {
+                        name: e.name,
+                        url: e.url,
+                    })
+                    .collect(),
+                secret,
+            })
+        }
+        _ => None,
+    };
+    let pagerduty = match raw.pagerduty {
+        Some(p) if p.enabled => {
+            if !(p.url.starts_with("https://") || p.url.starts_with("http://")) {
+                err(
+                    "pagerduty.url",
+                    "must be an http:// or https:// URL".to_string(),
+                );
+            }
+            if p.source.trim().is_empty() {
+                err("pagerduty.source", "must not be empty".to_string());
+            }
+            let key = read_secret(
+                &base,
+                ("pagerduty.routing_key_env", "pagerduty.routing_key_file"),
+                (&p.routing_key_env, &p.routing_key_file),
+            )
+            .map_err(|(field, msg)| err(field, msg))
+            .ok();
+            let key = key.filter(|k| {
+                let ok = k.expose().len() == 32;
+                if !ok {
+                    err(
+                        "pagerduty.routing_key_env",
+                        format!(
+                            "the routing key must be the 32-character integration key (it has {} characters)",
+                            k.expose().len()
+                        ),
+                    );
+                }
+                ok
+            });
+            key.map(|routing_key| PagerConfig {
+                routing_key,
+                url: p.url,
+                source: p.source,
+                console_url: p.console_url,
+                resolve_after: resolve_after.unwrap_or(Duration::from_secs(1800)),
+            })
+        }
+        _ => None,
+    };
     let rules_path = raw.rules.path.as_deref().map(|p| resolve(&base, p));
     let (rules, rules_source) = match &rules_path {
         None => match RuleSet::builtin() {
@@ -299,6 +551,9 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
             rules_path,
             bus_capacity: raw.bus.capacity,
             sim,
+            webhook,
+            pagerduty,
+            delivery,
         }),
         _ => Err(LoadErrors(errors)),
     }

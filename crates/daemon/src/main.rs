@@ -4,16 +4,19 @@
 //! as chain source, the in-process bus, the engine, the embedded store and
 //! the responders, with `/metrics` and `/healthz`); `replay` runs a
 //! scenario file through the engine in virtual time; `sim` writes a
-//! generated scenario; `check-config` validates configuration and rules.
+//! generated scenario; `check-config` validates configuration and rules;
+//! `freeze`, `outbox` and `audit` are the operator's tools.
 //! The running daemon reloads its rules on SIGHUP or an admin call.
 
 mod api;
 mod auth;
 mod commands;
 mod config;
+mod freezes;
 mod intents;
 mod metrics;
 mod reload;
+mod responders;
 mod run;
 mod sources;
 mod tasks;
@@ -47,6 +50,12 @@ enum Command {
     Sim(commands::sim::Args),
     /// Validate the daemon configuration and its rules; exit 1 on errors.
     CheckConfig(commands::check::Args),
+    /// List, raise or lift freezes on a running daemon.
+    Freeze(commands::freeze::Args),
+    /// List the outbox of a running daemon, or re-drive a failed action.
+    Outbox(commands::outbox::Args),
+    /// Print the audit log of the store.
+    Audit(commands::audit::Args),
 }
 
 fn init_logging() {
@@ -75,6 +84,9 @@ fn main() -> ExitCode {
         Command::Replay(args) => commands::replay::run(&args),
         Command::Sim(args) => commands::sim::run(&args),
         Command::CheckConfig(args) => commands::check::run(&args),
+        Command::Freeze(args) => commands::freeze::run(&args),
+        Command::Outbox(args) => commands::outbox::run(&args),
+        Command::Audit(args) => commands::audit::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -141,6 +141,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for other crates' metrics (the responders').
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition.
     pub(crate) fn render(&self) -> Result<String, prometheus::Error> {
         let mut buf = Vec::new();

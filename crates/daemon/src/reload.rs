@@ -58,6 +58,20 @@ pub(crate) enum Control {
         errors: Vec<String>,
         reply: oneshot::Sender<()>,
     },
+    /// An operator's freeze: answered once it and its webhook are durable.
+    ManualFreeze {
+        scope: drainguard_model::Scope,
+        reason: String,
+        actor: String,
+        reply: oneshot::Sender<Result<drainguard_model::Freeze, String>>,
+    },
+    /// An operator's lift: answered once it and its webhook are durable.
+    Lift {
+        id: drainguard_model::FreezeId,
+        actor: String,
+        reason: String,
+        reply: oneshot::Sender<Result<drainguard_store::LiftOutcome, String>>,
+    },
 }
 
 /// The event bus of the daemon, with its control messages.

@@ -16,12 +16,13 @@ use std::{
 
 use anyhow::{Context, anyhow};
 use drainguard_bus::{BusReceiver, Envelope, Message};
-use drainguard_engine::{Engine, Output};
-use drainguard_model::{EventKind, Freeze, Timestamp};
-use drainguard_respond::LogResponder;
-use drainguard_store::{Batch, Checkpoint, FreezeFilter, Store, StoreError};
+use drainguard_engine::{Engine, Output, Recovery};
+use drainguard_model::{EventKind, Freeze, FreezeId, Scope, Severity, Timestamp};
+use drainguard_respond::{Deliverer, metrics::DeliveryMetrics, pagerduty::PagerState};
+use drainguard_store::{Batch, Checkpoint, FreezeFilter, LiftOutcome, Store, StoreError};
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -31,6 +32,7 @@ use crate::{
     config::{self, Config},
     metrics::Metrics,
     reload::{self, Control, Reloader, RulesSource},
+    responders::{PAGER_KEY, Responders},
     sources, tasks,
 };
 
@@ -103,6 +105,56 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         engine.restore_freeze(f.freeze);
     }
     update_freeze_gauges(&metrics, engine.active_freezes());
+    let pager_state: PagerState = match store.get_state(PAGER_KEY).context("reading the pager state")? {
+        Some(v) => serde_json::from_value(v).unwrap_or_else(|e| {
+            tracing::warn!(message = "pager state unreadable; open incidents forgotten", error = %e);
+            PagerState::default()
+        }),
+        None => PagerState::default(),
+    };
+    let wake = Arc::new(Notify::new());
+    let responders = Responders::new(
+        config.webhook.is_some(),
+        config.pagerduty.clone(),
+        pager_state,
+        wake.clone(),
+    );
+    match &config.webhook {
+        Some(w) => {
+            tracing::info!(message = "freeze webhook enabled", endpoints = %w.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(","))
+        }
+        None => tracing::warn!(
+            message = "no freeze webhook configured: freezes are recorded, logged and paged, but the exchange is not told"
+        ),
+    }
+    match &config.pagerduty {
+        Some(p) => tracing::info!(message = "PagerDuty enabled", url = %p.url),
+        None => tracing::warn!(message = "PagerDuty not configured: nobody is paged"),
+    }
+    let mut channels = Vec::new();
+    if config.webhook.is_some() {
+        channels.push(drainguard_respond::webhook::CHANNEL);
+    }
+    if config.pagerduty.is_some() {
+        channels.push(drainguard_respond::pagerduty::CHANNEL);
+    }
+    let delivery_metrics = DeliveryMetrics::register(metrics.registry(), &channels)
+        .context("registering delivery metrics")?;
+    // The worker has its own connection: a slow receiver never holds up
+    // the engine's commits.
+    let deliverer = Deliverer::new(
+        Store::open(&config.store_path).context("opening the store for delivery")?,
+        config.webhook.clone(),
+        config.pagerduty.clone(),
+        config.delivery.backoff,
+        config.delivery.timeout,
+        delivery_metrics,
+        wake.clone(),
+    )
+    .context("starting the delivery worker")?;
+    let api_store = Arc::new(std::sync::Mutex::new(
+        Store::open(&config.store_path).context("opening the store for the API")?,
+    ));
     tracing::info!(
         message = "drainguard starting",
         version = env!("CARGO_PKG_VERSION"),
@@ -157,11 +209,27 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         let (metrics, health) = (metrics.clone(), health.clone());
         tasks::spawn_thread("engine", move || {
             health.engine_running.store(true, Ordering::SeqCst);
-            let result = engine_loop(engine, store, bus_rx, &metrics, &health);
+            let mut responders = responders;
+            let result = engine_loop(engine, store, bus_rx, &metrics, &health, &mut responders);
             health.engine_running.store(false, Ordering::SeqCst);
             result
         })
         .context("spawning the engine")?
+    };
+    // Delivery stops after the engine, so the last freezes get their
+    // attempt; whatever is still pending goes out at the next start.
+    let delivery_token = CancellationToken::new();
+    let delivery_thread = {
+        let token = delivery_token.clone();
+        tasks::spawn_thread("deliver", move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("building the delivery runtime")?;
+            rt.block_on(deliverer.run(token));
+            anyhow::Ok(())
+        })
+        .context("spawning the delivery worker")?
     };
 
     let mut sources = tokio::task::JoinSet::new();
@@ -224,6 +292,8 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
             admin_token,
             intents_token,
             control: control.clone(),
+            store: api_store,
+            wake: wake.clone(),
         });
         let token = shutdown.clone();
         tasks::spawn(&mut api, "api", async move {
@@ -278,6 +348,10 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
             }
         }
         let engine = engine_thread.await;
+        delivery_token.cancel();
+        if let Ok(Err(e)) = delivery_thread.await {
+            tracing::error!(message = "delivery worker failed", error = format!("{e:#}"));
+        }
         // A reload still waiting hears from the stopped engine and ends.
         while reloads.join_next().await.is_some() {}
         while api.join_next().await.is_some() {}
@@ -385,8 +459,37 @@ fn audit(
 }
 
 /// Acts on a control message, between two events.
-fn control(c: Control, engine: &mut Engine, store: &mut Store, metrics: &Metrics, health: &Health) {
+fn control(
+    c: Control,
+    engine: &mut Engine,
+    store: &mut Store,
+    metrics: &Metrics,
+    health: &Health,
+    responders: &mut Responders,
+) {
     match c {
+        Control::ManualFreeze {
+            scope,
+            reason,
+            actor,
+            reply,
+        } => {
+            let result = manual_freeze(
+                engine, store, metrics, health, responders, scope, &reason, &actor,
+            );
+            let _answered = reply.send(result);
+        }
+        Control::Lift {
+            id,
+            actor,
+            reason,
+            reply,
+        } => {
+            let result = lift(
+                engine, store, metrics, health, responders, &id, &actor, &reason,
+            );
+            let _answered = reply.send(result);
+        }
         // Ticks and intents are handled by the engine loop itself.
         Control::Tick | Control::Intents { .. } => {}
         Control::Reload {
@@ -431,14 +534,93 @@ fn control(c: Control, engine: &mut Engine, store: &mut Store, metrics: &Metrics
     }
 }
 
+/// An operator's freeze: durable with its webhook and page, then in force
+/// in the engine (intents in its scope are held).
+#[allow(clippy::too_many_arguments)]
+fn manual_freeze(
+    engine: &mut Engine,
+    store: &mut Store,
+    metrics: &Metrics,
+    health: &Health,
+    responders: &mut Responders,
+    scope: Scope,
+    reason: &str,
+    actor: &str,
+) -> Result<Freeze, String> {
+    let t = Timestamp::now();
+    let freeze = Freeze {
+        id: FreezeId::derive(&["manual", &scope.to_string(), reason, &t.to_rfc3339()]),
+        t,
+        scope,
+        reason: format!("{reason} (raised by {actor})"),
+        rule: "manual".to_string(),
+        severity: Severity::Critical,
+        findings: Vec::new(),
+        supersedes: Vec::new(),
+    };
+    let (actions, state) = responders.plan_manual(&freeze);
+    retrying(health, || {
+        store.raise_manual_freeze(&freeze, actor, &actions)?;
+        for (k, v) in &state.state {
+            store.put_state(k, v)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("the freeze could not be written: {e}"))?;
+    engine.restore_freeze(freeze.clone());
+    metrics
+        .freezes
+        .with_label_values(&[freeze.scope.level()])
+        .inc();
+    update_freeze_gauges(metrics, engine.active_freezes());
+    responders.committed(
+        &Batch {
+            freezes: vec![freeze.clone()],
+            actions,
+            ..Batch::default()
+        },
+        std::slice::from_ref(&freeze.id),
+    );
+    Ok(freeze)
+}
+
+/// An operator's lift: durable with its webhook, then out of the engine.
+#[allow(clippy::too_many_arguments)]
+fn lift(
+    engine: &mut Engine,
+    store: &mut Store,
+    metrics: &Metrics,
+    health: &Health,
+    responders: &Responders,
+    id: &FreezeId,
+    actor: &str,
+    reason: &str,
+) -> Result<LiftOutcome, String> {
+    let stored = retrying(health, || store.freeze(id))
+        .map_err(|e| format!("reading the freeze failed: {e}"))?;
+    let Some(stored) = stored else {
+        return Ok(LiftOutcome::NotFound);
+    };
+    let actions = responders.plan_lift(&stored.freeze, actor, reason);
+    let outcome = retrying(health, || store.lift_freeze(id, actor, reason, &actions))
+        .map_err(|e| format!("the lift could not be written: {e}"))?;
+    if outcome == LiftOutcome::Lifted {
+        engine.lift_freeze(id);
+        update_freeze_gauges(metrics, engine.active_freezes());
+        tracing::warn!(message = "freeze lifted by a human", freeze_id = %id, actor, reason);
+        responders.wake();
+    }
+    Ok(outcome)
+}
+
 fn engine_loop(
     mut engine: Engine,
     mut store: Store,
     mut bus: BusReceiver<Control>,
     metrics: &Metrics,
     health: &Health,
+    responders: &mut Responders,
 ) -> anyhow::Result<()> {
-    let responder = LogResponder;
     let mut out = Vec::new();
     let mut last_save = Instant::now();
     while let Some(message) = bus.blocking_recv() {
@@ -449,16 +631,28 @@ fn engine_loop(
         } = match message {
             Message::Event(envelope) => envelope,
             Message::Control(Control::Tick) => {
-                engine.tick(Timestamp::now(), &mut out);
+                let now = Timestamp::now();
+                engine.tick(now, &mut out);
                 if last_save.elapsed() >= LEARNED_SAVE_EVERY {
                     save_learned(&engine, &mut store);
                     last_save = Instant::now();
                 }
-                if out.is_empty() {
+                let aged = responders.tick(now, engine.active_freezes());
+                if out.is_empty() && aged.is_empty() {
                     continue;
                 }
-                let batch = batch_of(&mut out, Instant::now(), None, metrics);
-                act(&mut engine, &mut store, &batch, metrics, health, &responder)?;
+                let (mut batch, recoveries) = batch_of(&mut out, Instant::now(), None, metrics);
+                batch.actions.extend(aged.actions);
+                batch.state.extend(aged.state);
+                act(
+                    &mut engine,
+                    &mut store,
+                    batch,
+                    &recoveries,
+                    metrics,
+                    health,
+                    responders,
+                )?;
                 continue;
             }
             Message::Control(Control::Intents { intents, reply }) => {
@@ -468,10 +662,18 @@ fn engine_loop(
                     .map(|i| engine.process_intent(now, i, &mut out))
                     .collect();
                 if !out.is_empty() {
-                    let batch = batch_of(&mut out, Instant::now(), None, metrics);
+                    let (batch, recoveries) = batch_of(&mut out, Instant::now(), None, metrics);
                     // Holds are durable before the withdrawal system hears
                     // of them.
-                    act(&mut engine, &mut store, &batch, metrics, health, &responder)?;
+                    act(
+                        &mut engine,
+                        &mut store,
+                        batch,
+                        &recoveries,
+                        metrics,
+                        health,
+                        responders,
+                    )?;
                 }
                 metrics
                     .open_intents
@@ -480,7 +682,7 @@ fn engine_loop(
                 continue;
             }
             Message::Control(c) => {
-                control(c, &mut engine, &mut store, metrics, health);
+                control(c, &mut engine, &mut store, metrics, health, responders);
                 continue;
             }
         };
@@ -503,8 +705,16 @@ fn engine_loop(
         if out.is_empty() && completes.is_none() {
             continue;
         }
-        let batch = batch_of(&mut out, sent_at, completes.as_ref(), metrics);
-        act(&mut engine, &mut store, &batch, metrics, health, &responder)?;
+        let (batch, recoveries) = batch_of(&mut out, sent_at, completes.as_ref(), metrics);
+        act(
+            &mut engine,
+            &mut store,
+            batch,
+            &recoveries,
+            metrics,
+            health,
+            responders,
+        )?;
         if let Some(p) = &completes {
             metrics
                 .checkpoint_block
@@ -533,14 +743,16 @@ fn save_learned(engine: &Engine, store: &mut Store) {
     }
 }
 
-/// Gathers the engine's outputs into one store batch, counting findings.
+/// Gathers the engine's outputs into one store batch, counting findings;
+/// recoveries go to the responders.
 fn batch_of(
     out: &mut Vec<Output>,
     sent_at: Instant,
     completes: Option<&drainguard_bus::Position>,
     metrics: &Metrics,
-) -> Batch {
+) -> (Batch, Vec<Recovery>) {
     let mut batch = Batch::default();
+    let mut recoveries = Vec::new();
     for o in out.drain(..) {
         match o {
             Output::Finding(f) => {
@@ -554,6 +766,10 @@ fn batch_of(
                 batch.findings.push(f);
             }
             Output::Freeze(f) => batch.freezes.push(f),
+            Output::Recovered(r) => {
+                tracing::info!(message = "recovered", kind = %r.kind, chain = %r.chain, summary = %r.summary);
+                recoveries.push(r);
+            }
         }
     }
     if let Some(p) = completes {
@@ -565,30 +781,29 @@ fn batch_of(
             },
         ));
     }
-    batch
+    (batch, recoveries)
 }
 
-/// Writes a batch durably, then acts on it.
+/// Plans the batch's actions, writes it all durably, then acts on it.
 fn act(
     engine: &mut Engine,
     store: &mut Store,
-    batch: &Batch,
+    mut batch: Batch,
+    recoveries: &[Recovery],
     metrics: &Metrics,
     health: &Health,
-    responder: &LogResponder,
+    responders: &mut Responders,
 ) -> anyhow::Result<()> {
-    let outcome = commit(store, batch, metrics, health)?;
+    responders.plan(&mut batch, recoveries);
+    let outcome = commit(store, &batch, metrics, health)?;
     // Durable: now act.
-    for f in &batch.findings {
-        responder.on_finding(f);
-    }
+    responders.committed(&batch, &outcome.new_freezes);
     for f in batch
         .freezes
         .iter()
         .filter(|f| outcome.new_freezes.contains(&f.id))
     {
         metrics.freezes.with_label_values(&[f.scope.level()]).inc();
-        responder.on_freeze(f);
     }
     for f in batch
         .freezes

@@ -338,7 +338,11 @@ fn blind_chain_after_k_block_times_once_per_outage() {
         (recovered[0].kind.as_str(), recovered[0].chain.as_str()),
         ("blind", "ethereum")
     );
-    assert_eq!(d.engine.active_freezes().len(), 1, "never lifted automatically");
+    assert_eq!(
+        d.engine.active_freezes().len(),
+        1,
+        "never lifted automatically"
+    );
     let mut out = Vec::new();
     d.engine.tick(
         drainguard_model::Timestamp::from_unix_secs(common::T0 + 600),

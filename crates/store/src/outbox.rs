@@ -314,7 +314,14 @@ impl Store {
                     params![id, at],
                 )?;
                 let detail = json!({"outbox_id": id, "channel": channel, "kind": kind, "endpoint": endpoint});
-                insert_audit(&tx, &at, crate::actor::RESPONDER, action::DELIVERED, &key, &detail)?;
+                insert_audit(
+                    &tx,
+                    &at,
+                    crate::actor::RESPONDER,
+                    action::DELIVERED,
+                    &key,
+                    &detail,
+                )?;
             }
             Attempt::Retry {
                 error,
@@ -332,8 +339,16 @@ impl Store {
                      last_error = ?2 WHERE id = ?1",
                     params![id, error],
                 )?;
-                let detail = json!({"outbox_id": id, "channel": channel, "kind": kind, "error": error});
-                insert_audit(&tx, &at, crate::actor::RESPONDER, action::DELIVERY_FAILED, &key, &detail)?;
+                let detail =
+                    json!({"outbox_id": id, "channel": channel, "kind": kind, "error": error});
+                insert_audit(
+                    &tx,
+                    &at,
+                    crate::actor::RESPONDER,
+                    action::DELIVERY_FAILED,
+                    &key,
+                    &detail,
+                )?;
             }
         }
         tx.commit()?;

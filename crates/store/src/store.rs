@@ -182,6 +182,9 @@ impl Store {
                 outcome.queued_actions += 1;
             }
         }
+        for (key, value) in &batch.state {
+            write_state(&tx, key, value, &at)?;
+        }
         for (chain, next) in &batch.checkpoints {
             if let Some(stored) = read_checkpoint(&tx, chain)? {
                 if next.block < stored.block {
@@ -435,13 +438,7 @@ impl Store {
 
     /// Stores learned engine state under `key`, replacing what was there.
     pub fn put_state(&mut self, key: &str, value: &Value) -> Result<(), StoreError> {
-        let body = encode(&format!("state {key:?}"), value)?;
-        self.conn.execute(
-            "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![key, body, now()],
-        )?;
-        Ok(())
+        write_state(&self.conn, key, value, &now())
     }
 
     /// The learned engine state under `key`, if any.
@@ -495,7 +492,10 @@ pub(crate) fn encode<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<Str
     })
 }
 
-pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, StoreError> {
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    body: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
         what: what.to_string(),
         detail: e.to_string(),
@@ -562,6 +562,16 @@ pub(crate) fn insert_audit(
         params![at, actor, action, subject, detail],
     )?;
     Ok(conn.last_insert_rowid())
+}
+
+fn write_state(conn: &Connection, key: &str, value: &Value, at: &str) -> Result<(), StoreError> {
+    let body = encode(&format!("state {key:?}"), value)?;
+    conn.execute(
+        "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        params![key, body, at],
+    )?;
+    Ok(())
 }
 
 fn insert_finding(conn: &Connection, finding: &Finding) -> Result<i64, StoreError> {
@@ -731,7 +741,9 @@ mod tests {
     #[test]
     fn freezes_cannot_be_deleted_edited_or_unlifted() {
         let mut store = Store::open_in_memory().unwrap();
-        store.raise_manual_freeze(&freeze("fz-1"), "alice", &[]).unwrap();
+        store
+            .raise_manual_freeze(&freeze("fz-1"), "alice", &[])
+            .unwrap();
         assert_aborts(&store, "DELETE FROM freezes", "never deleted");
         assert_aborts(&store, "UPDATE freezes SET scope = 'chain:x'", "immutable");
         // A lift without a reason breaks the table's CHECK.

@@ -28,6 +28,10 @@ pub struct Batch {
     /// Actions to queue in the outbox (idempotent by channel and key),
     /// durable with the freezes and findings that caused them.
     pub actions: Vec<crate::NewAction>,
+    /// State to save with them (key, value), as
+    /// [`Store::put_state`](crate::Store::put_state) does: what the pager
+    /// knows of open incidents moves with the pages it queued.
+    pub state: Vec<(String, serde_json::Value)>,
 }
 
 impl Batch {
@@ -37,6 +41,7 @@ impl Batch {
             && self.freezes.is_empty()
             && self.checkpoints.is_empty()
             && self.actions.is_empty()
+            && self.state.is_empty()
     }
 }
 

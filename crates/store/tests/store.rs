@@ -251,6 +251,7 @@ fn a_backwards_checkpoint_rolls_back_the_whole_batch() {
             kind: "freeze.raised".into(),
             body: json!({"freeze": {"id": "fz-1"}}),
         }],
+        state: vec![("pager".to_string(), json!({"open": {}}))],
     };
     let err = store.commit(&bad).unwrap_err();
     match &err {
@@ -265,6 +266,7 @@ fn a_backwards_checkpoint_rolls_back_the_whole_batch() {
     assert!(all_findings(&store).is_empty());
     assert!(store.freezes(FreezeFilter::All).unwrap().is_empty());
     assert!(store.outbox(None).unwrap().is_empty());
+    assert_eq!(store.get_state("pager").unwrap(), None);
     assert_eq!(store.audit(None).unwrap(), audit_before);
     assert_eq!(store.checkpoint(&eth()).unwrap(), Some(cp(100, "0x100")));
     assert_eq!(store.checkpoint(&btc).unwrap(), Some(cp(800_000, "00ab")));
@@ -278,6 +280,7 @@ fn a_backwards_checkpoint_rolls_back_the_whole_batch() {
         .unwrap();
     assert_eq!(all_findings(&store).len(), 1);
     assert_eq!(store.outbox(None).unwrap().len(), 1);
+    assert_eq!(store.get_state("pager").unwrap(), Some(json!({"open": {}})));
 }
 
 #[test]
@@ -393,7 +396,12 @@ fn lifting_needs_a_reason_and_is_audited_once() {
 
     assert_eq!(
         store
-            .lift_freeze(&fz.id, "alice", "intents were late; confirmed with ops", &[])
+            .lift_freeze(
+                &fz.id,
+                "alice",
+                "intents were late; confirmed with ops",
+                &[]
+            )
             .unwrap(),
         LiftOutcome::Lifted
     );
@@ -527,6 +535,7 @@ fn file_database_runs_in_wal_and_survives_reopen() {
                 freezes: vec![fz.clone()],
                 checkpoints: vec![(eth(), cp(7, "0x7"))],
                 actions: Vec::new(),
+                state: Vec::new(),
             })
             .unwrap();
         store.put_state("k", &json!(1)).unwrap();
