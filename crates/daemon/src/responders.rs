@@ -53,9 +53,10 @@ impl Responders {
     /// by key, so planning a freeze the store already holds is harmless.
     pub(crate) fn plan(&mut self, batch: &mut Batch, recoveries: &[Recovery]) {
         let mut actions: Vec<NewAction> = Vec::new();
+        let now = Timestamp::now();
         if let Some(p) = &mut self.pager {
-            actions.extend(batch.findings.iter().filter_map(|f| p.on_finding(f)));
-            actions.extend(batch.freezes.iter().filter_map(|f| p.on_freeze(f)));
+            actions.extend(batch.findings.iter().filter_map(|f| p.on_finding(f, now)));
+            actions.extend(batch.freezes.iter().filter_map(|f| p.on_freeze(f, now)));
             actions.extend(
                 recoveries
                     .iter()
@@ -74,7 +75,7 @@ impl Responders {
         let mut actions = Vec::new();
         let mut state = Batch::default();
         if let Some(p) = &mut self.pager
-            && let Some(a) = p.on_freeze(freeze)
+            && let Some(a) = p.on_freeze(freeze, Timestamp::now())
         {
             actions.push(a);
         }

@@ -247,6 +247,13 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         _ => {
             tracing::warn!(message = "no chain source is enabled: nothing will be watched");
             health.sources_started.store(true, Ordering::SeqCst);
+            // The engine still serves intents and operators until shutdown:
+            // this sender keeps the bus open that long.
+            let (keep, token) = (bus_tx.clone(), shutdown.child_token());
+            tokio::spawn(async move {
+                token.cancelled().await;
+                drop(keep);
+            });
         }
     }
     // The engine stops once every sender is gone: the sources hold theirs.

@@ -195,13 +195,15 @@ impl Pager {
     }
 
     /// A finding is durable: the page to send, if it opens an incident.
-    /// Shadow findings page nobody (a shadow rule takes no action).
-    pub fn on_finding(&mut self, f: &Finding) -> Option<NewAction> {
+    /// Shadow findings page nobody (a shadow rule takes no action). `now`
+    /// is the wall clock: incidents age in real time, whatever the time
+    /// of the events (a replayed or simulated chain runs ahead).
+    pub fn on_finding(&mut self, f: &Finding, now: Timestamp) -> Option<NewAction> {
         if f.shadow {
             return None;
         }
         let group = group_of(f);
-        let (dedup_key, new) = self.open(&group, f.t);
+        let (dedup_key, new) = self.open(&group, now);
         if let Some(i) = self.state.open.get_mut(&group) {
             i.findings += 1;
         }
@@ -236,9 +238,9 @@ impl Pager {
 
     /// A freeze is durable: the first freeze of an incident re-triggers it
     /// (same dedup key) so on-call sees that withdrawals are halted.
-    pub fn on_freeze(&mut self, fz: &Freeze) -> Option<NewAction> {
+    pub fn on_freeze(&mut self, fz: &Freeze, now: Timestamp) -> Option<NewAction> {
         let group = fz.findings.first().map_or("drain".to_string(), group_of);
-        let (dedup_key, _) = self.open(&group, fz.t);
+        let (dedup_key, _) = self.open(&group, now);
         let first = {
             let i = self.state.open.get_mut(&group)?;
             let first = i.freezes.is_empty();
@@ -407,7 +409,8 @@ mod tests {
     #[test]
     fn one_incident_pages_once_and_resolves_when_quiet_and_unfrozen() {
         let mut p = Pager::new(cfg(), PagerState::default());
-        let first = p.on_finding(&finding(1000, "unmatched_outflow", "ethereum"));
+        let at = Timestamp::from_unix_secs;
+        let first = p.on_finding(&finding(1000, "unmatched_outflow", "ethereum"), at(1000));
         let first = first.expect("the first finding opens the incident");
         let dedup = first.body["dedup_key"].as_str().unwrap().to_string();
         let summary = first.body["payload"]["summary"].as_str().unwrap();
@@ -417,15 +420,18 @@ mod tests {
             "no secret in the outbox"
         );
         for t in 1001..1100 {
-            assert!(p.on_finding(&finding(t, "velocity", "tron")).is_none());
+            assert!(
+                p.on_finding(&finding(t, "velocity", "tron"), at(t))
+                    .is_none()
+            );
         }
         let f = finding(1100, "outflow_window", "ethereum");
         let esc = p
-            .on_freeze(&freeze("fz-1", &f))
+            .on_freeze(&freeze("fz-1", &f), at(1100))
             .expect("first freeze re-triggers");
         assert_eq!(esc.body["dedup_key"], dedup.as_str());
         assert_eq!(esc.body["payload"]["severity"], "critical");
-        assert!(p.on_freeze(&freeze("fz-2", &f)).is_none());
+        assert!(p.on_freeze(&freeze("fz-2", &f), at(1100)).is_none());
         assert_eq!(p.state().open["drain"].findings, 100);
 
         let active = [FreezeId("fz-1".into())];
@@ -440,16 +446,19 @@ mod tests {
         assert_eq!(resolved[0].body["dedup_key"], dedup.as_str());
         assert!(p.state().open.is_empty());
         // The next finding is a new incident.
-        let next = p.on_finding(&finding(9000, "unmatched_outflow", "ethereum"));
+        let next = p.on_finding(&finding(9000, "unmatched_outflow", "ethereum"), at(9000));
         assert_ne!(next.unwrap().body["dedup_key"], dedup.as_str());
     }
 
     #[test]
     fn a_blind_chain_is_its_own_incident_resolved_on_recovery() {
         let mut p = Pager::new(cfg(), PagerState::default());
-        let a = p.on_finding(&finding(10, "blind", "bitcoin")).unwrap();
+        let at = Timestamp::from_unix_secs;
+        let a = p
+            .on_finding(&finding(10, "blind", "bitcoin"), at(10))
+            .unwrap();
         assert!(
-            p.on_finding(&finding(11, "unmatched_outflow", "bitcoin"))
+            p.on_finding(&finding(11, "unmatched_outflow", "bitcoin"), at(11))
                 .is_some()
         );
         assert!(p.tick(Timestamp::from_unix_secs(100_000), &[]).len() == 1);
@@ -468,7 +477,7 @@ mod tests {
         let mut p = Pager::new(cfg(), PagerState::default());
         let mut f = finding(1, "velocity", "ethereum");
         f.shadow = true;
-        assert!(p.on_finding(&f).is_none());
+        assert!(p.on_finding(&f, Timestamp::from_unix_secs(1)).is_none());
         assert!(!p.take_changed());
     }
 }

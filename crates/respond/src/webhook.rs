@@ -96,6 +96,9 @@ pub fn raised(freeze: &Freeze) -> NewAction {
             },
             {
                 "action": "move_hot_wallet_funds_to_cold_storage",
+                // Every hot wallet in the scope; those the evidence names
+                // first.
+                "scope": scope,
                 "wallets": affected_wallets(freeze),
                 "why": "what is left in an affected hot wallet is what a thief takes next",
             },
