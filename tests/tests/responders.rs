@@ -479,3 +479,82 @@ fn e2e_api_freezes_raise_list_lift_by_cli_with_json_errors() {
         }
     }
 }
+
+#[test]
+fn e2e_webhook_permanent_refusal_pages_a_human_and_is_redriven() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = WebhookReceiver::start(SECRET.as_bytes()).unwrap();
+    let pd = PagerDutyReceiver::start(ROUTING_KEY).unwrap();
+    // The exchange's endpoint refuses (a rotated secret, say): 400 is not
+    // retried.
+    rx.set_failing(Some(400));
+    let cfg = config(dir.path(), &rx.freeze_url(), Some(&pd.url()), false);
+    let d = Daemon::start_with_env(&cfg, &env()).unwrap();
+    let raised = d
+        .post_body(
+            "/v1/freezes",
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            br#"{"scope": "wallet:ethereum:0x7d535a6a6c18988d64a878af797e84c93539e776", "reason": "key leak suspected", "by": "bob"}"#,
+        )
+        .unwrap();
+    assert_eq!(raised.0, 201, "{}", raised.1);
+    let id: Value = serde_json::from_str(&raised.1).unwrap();
+    let id = id["freeze"]["id"].as_str().unwrap().to_string();
+    let mut failed = Vec::new();
+    wait_until("the failed delivery", Duration::from_secs(30), || {
+        failed = store_of(dir.path())
+            .outbox(Some(drainguard_store::ActionStatus::Failed))
+            .unwrap();
+        !failed.is_empty()
+    });
+    assert_eq!(failed[0].key, id);
+    assert_eq!(failed[0].attempts, 1, "a 400 is not retried");
+    assert!(
+        failed[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("400")
+    );
+    // A human is paged about it.
+    wait_until("the page about it", Duration::from_secs(30), || {
+        pd.triggers()
+            .iter()
+            .any(|t| t["payload"]["class"] == "delivery_failed")
+    });
+    assert!(rx.applied_keys().is_empty());
+
+    // Fixed; an operator re-drives it and it goes out.
+    rx.set_failing(None);
+    let out = std::process::Command::new(drainguard_bin().unwrap())
+        .args([
+            "outbox",
+            "redrive",
+            &failed[0].id.to_string(),
+            "--reason",
+            "secret re-synced with the exchange",
+            "--by",
+            "carol",
+        ])
+        .env("DRAINGUARD_API", &d.base_url)
+        .env("DRAINGUARD_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rx.wait_for_applied(1, Duration::from_secs(30)).unwrap();
+    assert_eq!(rx.applied_keys(), vec![id]);
+    let audit = store_of(dir.path()).audit(None).unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    for a in [
+        "freeze.manual",
+        "delivery.failed",
+        "outbox.redrive",
+        "delivery.succeeded",
+    ] {
+        assert!(actions.contains(&a), "{a} not in {actions:?}");
+    }
+}
