@@ -99,22 +99,32 @@ async fn read<T: Send + 'static>(
     }
 }
 
+/// `?status=` of the list calls.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FreezesQuery {
+pub(crate) struct StatusQuery {
     status: Option<String>,
+}
+
+/// The admin token checked, then the query string parsed.
+fn admitted<T>(
+    s: &ApiState,
+    headers: &HeaderMap,
+    q: Result<Query<T>, QueryRejection>,
+) -> Result<T, Response> {
+    if let Some(refused) = refuse_unless_admin(s, headers) {
+        return Err(refused);
+    }
+    query(q)
 }
 
 /// `GET /v1/freezes?status=active|all`: stored freezes, oldest first.
 pub(crate) async fn list(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    q: Result<Query<FreezesQuery>, QueryRejection>,
+    q: Result<Query<StatusQuery>, QueryRejection>,
 ) -> Response {
-    if let Some(refused) = refuse_unless_admin(&s, &headers) {
-        return refused;
-    }
-    let q = match query(q) {
+    let q = match admitted(&s, &headers, q) {
         Ok(q) => q,
         Err(resp) => return resp,
     };
@@ -253,10 +263,7 @@ pub(crate) async fn findings(
     headers: HeaderMap,
     q: Result<Query<FindingsQuery>, QueryRejection>,
 ) -> Response {
-    if let Some(refused) = refuse_unless_admin(&s, &headers) {
-        return refused;
-    }
-    let q = match query(q) {
+    let q = match admitted(&s, &headers, q) {
         Ok(q) => q,
         Err(resp) => return resp,
     };
@@ -285,22 +292,13 @@ pub(crate) async fn findings(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct OutboxQuery {
-    status: Option<String>,
-}
-
 /// `GET /v1/outbox?status=pending|delivered|failed`: queued actions.
 pub(crate) async fn outbox(
     State(s): State<ApiState>,
     headers: HeaderMap,
-    q: Result<Query<OutboxQuery>, QueryRejection>,
+    q: Result<Query<StatusQuery>, QueryRejection>,
 ) -> Response {
-    if let Some(refused) = refuse_unless_admin(&s, &headers) {
-        return refused;
-    }
-    let q = match query(q) {
+    let q = match admitted(&s, &headers, q) {
         Ok(q) => q,
         Err(resp) => return resp,
     };

@@ -363,12 +363,7 @@ impl Store {
         actor: &str,
         reason: &str,
     ) -> Result<RedriveOutcome, StoreError> {
-        if reason.trim().is_empty() {
-            return Err(StoreError::EmptyReason);
-        }
-        if actor.trim().is_empty() {
-            return Err(StoreError::EmptyActor);
-        }
+        crate::store::who_and_why(actor, reason)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -306,12 +306,7 @@ impl Store {
         reason: &str,
         actions: &[crate::NewAction],
     ) -> Result<LiftOutcome, StoreError> {
-        if reason.trim().is_empty() {
-            return Err(StoreError::EmptyReason);
-        }
-        if actor.trim().is_empty() {
-            return Err(StoreError::EmptyActor);
-        }
+        who_and_why(actor, reason)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -470,6 +465,17 @@ impl Store {
     pub(crate) fn raw(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// A human's action needs a name and a reason, both non-blank.
+pub(crate) fn who_and_why(actor: &str, reason: &str) -> Result<(), StoreError> {
+    if reason.trim().is_empty() {
+        return Err(StoreError::EmptyReason);
+    }
+    if actor.trim().is_empty() {
+        return Err(StoreError::EmptyActor);
+    }
+    Ok(())
 }
 
 /// The pragmas every connection gets (journal mode aside).
