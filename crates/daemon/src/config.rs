@@ -153,6 +153,79 @@ impl Default for RawBus {
 #[serde(deny_unknown_fields)]
 struct RawSources {
     sim: Option<RawSim>,
+    #[serde(default)]
+    evm: Vec<RawEvm>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvmWallet {
+    address: String,
+    name: String,
+    #[serde(default = "hot")]
+    role: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvmToken {
+    address: String,
+    symbol: String,
+    decimals: u8,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvm {
+    #[serde(default = "yes")]
+    enabled: bool,
+    chain: String,
+    native: String,
+    #[serde(default = "eighteen")]
+    native_decimals: u8,
+    block_time: String,
+    confirmations: u64,
+    #[serde(default = "sixty_four")]
+    max_reorg_depth: u64,
+    poll_interval: Option<String>,
+    #[serde(default = "default_rate")]
+    rate_limit: u32,
+    #[serde(default = "default_rpc_timeout")]
+    timeout: String,
+    start_block: Option<u64>,
+    endpoints: Vec<RawEndpoint>,
+    #[serde(default)]
+    wallets: Vec<RawEvmWallet>,
+    #[serde(default)]
+    tokens: Vec<RawEvmToken>,
+    #[serde(default)]
+    prices: std::collections::BTreeMap<String, f64>,
+}
+
+fn hot() -> String {
+    "hot".to_string()
+}
+fn eighteen() -> u8 {
+    18
+}
+fn sixty_four() -> u64 {
+    64
+}
+fn default_rate() -> u32 {
+    25
+}
+fn default_rpc_timeout() -> String {
+    "10s".to_string()
+}
+
+/// One EVM chain to watch.
+#[derive(Debug, Clone)]
+pub(crate) struct EvmSource {
+    pub(crate) chain: drainguard_evm::EvmChain,
+    pub(crate) watched: drainguard_evm::Watched,
+    pub(crate) timeout: Duration,
+    /// Static USD prices (until a price feed exists), sent at start.
+    pub(crate) prices: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +291,8 @@ pub(crate) struct Config {
     pub(crate) bus_capacity: usize,
     /// The simulator source, if enabled.
     pub(crate) sim: Option<SimSource>,
+    /// The EVM chains watched.
+    pub(crate) evm: Vec<EvmSource>,
     /// The freeze webhook, if configured.
     pub(crate) webhook: Option<WebhookConfig>,
     /// PagerDuty, if configured.
@@ -525,6 +600,95 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
         }
         _ => None,
     };
+    let mut evm = Vec::new();
+    for (i, c) in raw.source.evm.into_iter().enumerate() {
+        if !c.enabled {
+            continue;
+        }
+        let f = |name: &str| format!("source.evm[{i}].{name}");
+        let mut dur = |name: &str, v: &str| match humantime::parse_duration(v) {
+            Ok(d) if !d.is_zero() => Some(d),
+            _ => {
+                err(&f(name), format!("{v:?} is not a duration like \"12s\""));
+                None
+            }
+        };
+        let block_time = dur("block_time", &c.block_time).unwrap_or(Duration::from_secs(12));
+        let poll_interval = match &c.poll_interval {
+            Some(v) => dur("poll_interval", v).unwrap_or(Duration::from_secs(1)),
+            None => (block_time / 4).clamp(Duration::from_millis(100), Duration::from_secs(3)),
+        };
+        let timeout = dur("timeout", &c.timeout).unwrap_or(Duration::from_secs(10));
+        if c.endpoints.is_empty() {
+            err(&f("endpoints"), "needs at least one endpoint".to_string());
+        }
+        for (j, e) in c.endpoints.iter().enumerate() {
+            if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
+                err(
+                    &f(&format!("endpoints[{j}].url")),
+                    "must be an http:// or https:// URL".to_string(),
+                );
+            }
+        }
+        let mut watched = drainguard_evm::Watched::new(
+            drainguard_model::Asset::new(&c.native),
+            c.native_decimals,
+        );
+        for (j, w) in c.wallets.iter().enumerate() {
+            let role = match w.role.as_str() {
+                "hot" => drainguard_model::WalletRole::Hot,
+                "cold" => drainguard_model::WalletRole::Cold,
+                other => {
+                    err(
+                        &f(&format!("wallets[{j}].role")),
+                        format!("{other:?} is not hot or cold"),
+                    );
+                    continue;
+                }
+            };
+            match w.address.parse() {
+                Ok(a) => watched.wallet(a, &w.name, role),
+                Err(e) => err(
+                    &f(&format!("wallets[{j}].address")),
+                    format!("{:?}: {e}", w.address),
+                ),
+            }
+        }
+        for (j, t) in c.tokens.iter().enumerate() {
+            match t.address.parse() {
+                Ok(a) => watched.add_token(a, drainguard_model::Asset::new(&t.symbol), t.decimals),
+                Err(e) => err(
+                    &f(&format!("tokens[{j}].address")),
+                    format!("{:?}: {e}", t.address),
+                ),
+            }
+        }
+        if c.rate_limit == 0 {
+            err(&f("rate_limit"), "must be at least 1".to_string());
+        }
+        evm.push(EvmSource {
+            chain: drainguard_evm::EvmChain {
+                name: drainguard_model::Chain::new(&c.chain),
+                endpoints: c
+                    .endpoints
+                    .into_iter()
+                    .map(|e| drainguard_evm::Endpoint {
+                        name: e.name,
+                        url: e.url,
+                    })
+                    .collect(),
+                block_time,
+                confirmations: c.confirmations,
+                max_reorg_depth: c.max_reorg_depth,
+                poll_interval,
+                rate_limit: c.rate_limit,
+                start_block: c.start_block,
+            },
+            watched,
+            timeout,
+            prices: c.prices.into_iter().collect(),
+        });
+    }
     let rules_path = raw.rules.path.as_deref().map(|p| resolve(&base, p));
     let (rules, rules_source) = match &rules_path {
         None => match RuleSet::builtin() {
@@ -551,6 +715,7 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
             rules_path,
             bus_capacity: raw.bus.capacity,
             sim,
+            evm,
             webhook,
             pagerduty,
             delivery,

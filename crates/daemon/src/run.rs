@@ -205,6 +205,17 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
+    let evm_resume: std::collections::HashMap<String, u64> = config
+        .evm
+        .iter()
+        .filter_map(|src| {
+            store
+                .checkpoint(&src.chain.name)
+                .ok()
+                .flatten()
+                .map(|cp| (src.chain.name.to_string(), cp.block))
+        })
+        .collect();
     let engine_thread = {
         let (metrics, health) = (metrics.clone(), health.clone());
         tasks::spawn_thread("engine", move || {
@@ -233,6 +244,57 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
     };
 
     let mut sources = tokio::task::JoinSet::new();
+    let rpc_metrics = if config.evm.is_empty() {
+        None
+    } else {
+        Some(
+            drainguard_evm::RpcMetrics::register(metrics.registry())
+                .context("registering RPC metrics")?,
+        )
+    };
+    for src in &config.evm {
+        let pool = drainguard_evm::Pool::new(
+            src.chain.name.as_str(),
+            &src.chain.endpoints,
+            src.chain.rate_limit,
+            src.timeout,
+            rpc_metrics.clone(),
+        )
+        .with_context(|| format!("source.evm {}", src.chain.name))?;
+        // Resume after the last block whose events are evaluated and durable.
+        let resume = evm_resume.get(src.chain.name.as_str()).copied();
+        let watcher = drainguard_evm::EvmWatcher::new(src.chain.clone(), src.watched.clone(), pool);
+        let (bus, token) = (bus_tx.clone(), shutdown.child_token());
+        let prices = src.prices.clone();
+        tasks::spawn(&mut sources, "source.evm", async move {
+            for (asset, usd) in prices {
+                let kind = EventKind::Price(drainguard_model::PriceObs {
+                    asset: drainguard_model::Asset::new(&asset),
+                    usd: drainguard_model::Price(usd),
+                });
+                if bus
+                    .send(
+                        drainguard_model::Event {
+                            t: Timestamp::now(),
+                            kind,
+                        },
+                        None,
+                    )
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            watcher
+                .run(resume, bus, token)
+                .await
+                .map_err(anyhow::Error::new)
+        });
+    }
+    if !config.evm.is_empty() {
+        health.sources_started.store(true, Ordering::SeqCst);
+    }
     match (sim_records, &config.sim) {
         (Some(records), Some(sim)) => {
             let h = health.clone();
@@ -244,6 +306,7 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
                 sources::sim::play(records, speed, bus, started, token),
             );
         }
+        _ if !config.evm.is_empty() => {}
         _ => {
             tracing::warn!(message = "no chain source is enabled: nothing will be watched");
             health.sources_started.store(true, Ordering::SeqCst);

@@ -1,0 +1,175 @@
+//! The endpoints of one chain, with failover that really fails over: every
+//! call goes to the endpoint that answered last, and on an error or a
+//! timeout to the next one, and so on round the list; an endpoint that
+//! fails is tried again only after the others. (alloy's own fallback layer
+//! with one active transport stays on a dead first endpoint.) Each endpoint
+//! keeps to a request rate, and its requests, errors and latency are
+//! metrics.
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use alloy::providers::RootProvider;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use crate::{EvmError, config::Endpoint};
+
+/// RPC requests by chain and endpoint.
+pub const RPC_REQUESTS: &str = "drainguard_rpc_requests_total";
+/// RPC errors by chain and endpoint.
+pub const RPC_ERRORS: &str = "drainguard_rpc_errors_total";
+/// RPC latency by chain and endpoint.
+pub const RPC_LATENCY: &str = "drainguard_rpc_latency_seconds";
+
+/// The RPC metrics, shared by every chain's pool.
+#[derive(Debug, Clone)]
+pub struct RpcMetrics {
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl RpcMetrics {
+    /// Registers the RPC metrics.
+    pub fn register(registry: &Registry) -> prometheus::Result<RpcMetrics> {
+        let m = RpcMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(RPC_REQUESTS, "JSON-RPC requests by chain and endpoint"),
+                &["chain", "endpoint"],
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new(
+                    RPC_ERRORS,
+                    "JSON-RPC errors and timeouts by chain and endpoint",
+                ),
+                &["chain", "endpoint"],
+            )?,
+            latency: HistogramVec::new(
+                HistogramOpts::new(RPC_LATENCY, "JSON-RPC latency in seconds").buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["chain", "endpoint"],
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.latency.clone()))?;
+        Ok(m)
+    }
+}
+
+#[derive(Debug)]
+struct Ep {
+    name: String,
+    provider: RootProvider,
+    next_allowed: Instant,
+}
+
+/// The endpoints of one chain.
+#[derive(Debug)]
+pub struct Pool {
+    chain: String,
+    endpoints: Vec<Ep>,
+    active: usize,
+    gap: Duration,
+    timeout: Duration,
+    metrics: Option<RpcMetrics>,
+}
+
+impl Pool {
+    /// A pool over `endpoints` (in order of preference), at most
+    /// `rate_limit` requests a second to each.
+    pub fn new(
+        chain: &str,
+        endpoints: &[Endpoint],
+        rate_limit: u32,
+        timeout: Duration,
+        metrics: Option<RpcMetrics>,
+    ) -> Result<Pool, EvmError> {
+        if endpoints.is_empty() {
+            return Err(EvmError::Config(format!("chain {chain} has no endpoint")));
+        }
+        let mut eps = Vec::new();
+        for e in endpoints {
+            let url = e.url.parse().map_err(|err| {
+                EvmError::Config(format!("endpoint {} of {chain}: not a URL: {err}", e.name))
+            })?;
+            eps.push(Ep {
+                name: e.name.clone(),
+                provider: RootProvider::new_http(url),
+                next_allowed: Instant::now(),
+            });
+            if let Some(m) = &metrics {
+                m.requests.with_label_values(&[chain, &e.name]);
+                m.errors.with_label_values(&[chain, &e.name]);
+            }
+        }
+        Ok(Pool {
+            chain: chain.to_string(),
+            endpoints: eps,
+            active: 0,
+            gap: Duration::from_secs_f64(1.0 / f64::from(rate_limit.max(1))),
+            timeout,
+            metrics,
+        })
+    }
+
+    /// The endpoint calls go to now.
+    pub fn active(&self) -> &str {
+        &self.endpoints[self.active].name
+    }
+
+    /// Calls `f` on the active endpoint, failing over round the list; the
+    /// last error of each endpoint when all fail.
+    pub async fn call<T, E, F, Fut>(&mut self, what: &str, f: F) -> Result<T, EvmError>
+    where
+        F: Fn(RootProvider) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        let n = self.endpoints.len();
+        let mut errors = Vec::new();
+        for step in 0..n {
+            let i = (self.active + step) % n;
+            let ep = &mut self.endpoints[i];
+            let now = Instant::now();
+            if ep.next_allowed > now {
+                tokio::time::sleep(ep.next_allowed - now).await;
+            }
+            ep.next_allowed = Instant::now() + self.gap;
+            let labels = [self.chain.as_str(), ep.name.as_str()];
+            if let Some(m) = &self.metrics {
+                m.requests.with_label_values(&labels).inc();
+            }
+            let started = Instant::now();
+            let result = tokio::time::timeout(self.timeout, f(ep.provider.clone())).await;
+            if let Some(m) = &self.metrics {
+                m.latency
+                    .with_label_values(&labels)
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            let err = match result {
+                Ok(Ok(v)) => {
+                    if i != self.active {
+                        tracing::warn!(message = "RPC failed over", chain = %self.chain, from = %self.endpoints[self.active].name, to = %self.endpoints[i].name);
+                        self.active = i;
+                    }
+                    return Ok(v);
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("timed out after {:?}", self.timeout),
+            };
+            if let Some(m) = &self.metrics {
+                m.errors.with_label_values(&labels).inc();
+            }
+            errors.push(format!("{}: {err}", self.endpoints[i].name));
+        }
+        Err(EvmError::AllEndpointsFailed {
+            chain: self.chain.clone(),
+            what: what.to_string(),
+            errors,
+        })
+    }
+}

@@ -1,0 +1,290 @@
+//! The EVM watcher end to end against a real local Ethereum node, anvil
+//! (installed from the npm registry by the test support, and started
+//! here on 127.0.0.1): a theft freezes before its block is mined, an
+//! ERC-20 drain and an unknown-spender approval are caught, withdrawals
+//! with intents raise nothing, a restart catches up with no gap and no
+//! double, a reorg retracts, and a dead first endpoint fails over.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::float_cmp)]
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use drainguard_e2e::{
+    Daemon,
+    anvil::{Anvil, erc20_approve_calldata, erc20_transfer_calldata, test_token_bytecode},
+    metric_sum,
+};
+use drainguard_store::{FreezeFilter, Store};
+
+const INTENTS: &str = "intents-token-for-tests";
+
+/// anvil's first default account: the exchange's hot wallet here.
+const HOT: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+/// A user's withdrawal address, paid with intents.
+const USER: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
+/// The thief: an address never paid before.
+const THIEF: &str = "0x1111111111111111111111111111111111111111";
+
+fn config(dir: &Path, endpoints: &str, tokens: &str) -> PathBuf {
+    let path = dir.join("drainguard.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[api]
+listen = "127.0.0.1:0"
+[store]
+path = "state/drainguard.sqlite"
+[source.sim]
+enabled = false
+[[source.evm]]
+chain = "ethereum"
+native = "ETH"
+block_time = "1s"
+confirmations = 0
+poll_interval = "100ms"
+timeout = "2s"
+endpoints = [{endpoints}]
+wallets = [{{ address = "{HOT}", name = "eth-hot-1" }}]
+tokens = [{tokens}]
+prices = {{ ETH = 3000.0, TT = 1.0 }}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn one_endpoint(anvil: &Anvil) -> String {
+    format!(r#"{{ name = "anvil", url = "{}" }}"#, anvil.http_url())
+}
+
+fn start(cfg: &Path) -> Daemon {
+    Daemon::start_with_env(cfg, &[("DRAINGUARD_INTENTS_TOKEN", INTENTS)]).unwrap()
+}
+
+fn intent(d: &Daemon, id: &str, to: &str, eth: &str) {
+    let body = format!(
+        r#"{{"intents": [{{"id": "{id}", "chain": "ethereum", "wallet": "{HOT}", "to": "{to}", "asset": "ETH", "amount": "{eth}", "decimals": 18}}]}}"#
+    );
+    let (status, text) = d
+        .post_body(
+            "/v1/intents",
+            &[("authorization", &format!("Bearer {INTENTS}"))],
+            body.as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"allow\""), "{text}");
+}
+
+fn metric(d: &Daemon, series: &str) -> f64 {
+    let (status, text) = d.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    metric_sum(&text, series)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut probe: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !probe() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn checkpoint(d: &Daemon) -> f64 {
+    metric(d, "drainguard_chain_checkpoint_block{chain=\"ethereum\"}")
+}
+
+const INCLUDED: &str =
+    "drainguard_events_total{chain=\"ethereum\",kind=\"transfer\",stage=\"included\"}";
+
+#[test]
+fn e2e_anvil_theft_freezes_before_it_is_mined_through_a_dead_first_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut anvil = Anvil::builder().no_mining().spawn().unwrap();
+    anvil.wait_ready().unwrap();
+    // The first endpoint is dead (nothing listens on port 1).
+    let endpoints = format!(
+        r#"{{ name = "dead", url = "http://127.0.0.1:1" }}, {}"#,
+        one_endpoint(&anvil)
+    );
+    let cfg = config(dir.path(), &endpoints, "");
+    let mut d = start(&cfg);
+    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
+        .unwrap();
+    // The withdrawal system is connected: it announces what it signs.
+    intent(&d, "wd-1", USER, "1");
+    // A stolen key signs a transfer no intent asked for.
+    let hash = anvil
+        .send_tx(HOT, THIEF, "0x56bc75e2d63100000", None)
+        .unwrap();
+    let line = d
+        .wait_for_log("FREEZE raised", Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        line.contains(&format!("scope=wallet:ethereum:{HOT}")),
+        "{line}"
+    );
+    assert!(line.contains(&hash), "the theft is the evidence: {line}");
+    // Still not mined: the freeze came from the mempool.
+    assert_eq!(anvil.block_number().unwrap(), 0);
+    assert!(anvil.receipt(&hash).unwrap().is_none());
+    // Every call went to the live second endpoint after the first failed.
+    assert!(
+        metric(
+            &d,
+            "drainguard_rpc_errors_total{chain=\"ethereum\",endpoint=\"dead\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &d,
+            "drainguard_rpc_requests_total{chain=\"ethereum\",endpoint=\"anvil\"}"
+        ) >= 3.0
+    );
+    assert!(d.log().iter().any(|l| l.contains("RPC failed over")));
+    let store = Store::open(&dir.path().join("state/drainguard.sqlite")).unwrap();
+    let frozen = store.freezes(FreezeFilter::Active).unwrap();
+    assert_eq!(frozen.len(), 1, "{frozen:?}");
+    assert_eq!(frozen[0].freeze.rule, "unmatched-outflow");
+}
+
+#[test]
+fn e2e_anvil_withdrawals_with_intents_raise_nothing_and_a_restart_has_no_gap_or_double() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut anvil = Anvil::start().unwrap();
+    anvil.wait_ready().unwrap();
+    let cfg = config(dir.path(), &one_endpoint(&anvil), "");
+    let mut d = start(&cfg);
+    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
+        .unwrap();
+    for i in 0..3 {
+        intent(&d, &format!("wd-{i}"), USER, "1");
+        anvil
+            .send_tx_and_wait(HOT, USER, "0xde0b6b3a7640000", None)
+            .unwrap();
+    }
+    let head = anvil.block_number().unwrap() as f64;
+    wait_until(
+        "the checkpoint at the head",
+        Duration::from_secs(30),
+        || checkpoint(&d) >= head,
+    );
+    assert_eq!(metric(&d, INCLUDED), 3.0);
+    assert_eq!(
+        metric(&d, "drainguard_findings_total"),
+        0.0,
+        "withdrawals the exchange announced are not findings"
+    );
+    let first_run = metric(&d, INCLUDED);
+    let status = d.signal_and_wait("TERM", Duration::from_secs(30)).unwrap();
+    assert!(status.success());
+
+    // While it is down, four more withdrawals are mined.
+    for _ in 0..4 {
+        anvil
+            .send_tx_and_wait(HOT, USER, "0xde0b6b3a7640000", None)
+            .unwrap();
+    }
+    let head = anvil.block_number().unwrap() as f64;
+    let mut d = start(&cfg);
+    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
+        .unwrap();
+    wait_until("the catch-up", Duration::from_secs(30), || {
+        checkpoint(&d) >= head
+    });
+    let second_run = metric(&d, INCLUDED);
+    assert_eq!(
+        (first_run, second_run),
+        (3.0, 4.0),
+        "every transfer once: none missed while down, none read twice"
+    );
+}
+
+#[test]
+fn e2e_anvil_erc20_drain_and_unknown_approval_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut anvil = Anvil::start().unwrap();
+    anvil.wait_ready().unwrap();
+    // A real ERC-20 (tests/contracts/TestToken.sol), its supply minted to
+    // the hot wallet.
+    let token = anvil.deploy(HOT, test_token_bytecode()).unwrap();
+    let tokens = format!(r#"{{ address = "{token}", symbol = "TT", decimals = 6 }}"#);
+    let cfg = config(dir.path(), &one_endpoint(&anvil), &tokens);
+    let mut d = start(&cfg);
+    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
+        .unwrap();
+    intent(&d, "wd-1", USER, "1");
+    // An unlimited approval to a spender nobody allowed.
+    anvil
+        .send_tx_and_wait(
+            HOT,
+            &token,
+            "0x0",
+            Some(&erc20_approve_calldata(THIEF, u128::MAX)),
+        )
+        .unwrap();
+    d.wait_for_log("rule=unknown-approval", Duration::from_secs(30))
+        .unwrap();
+    // A token drain with no intent.
+    let receipt = anvil
+        .send_tx_and_wait(
+            HOT,
+            &token,
+            "0x0",
+            Some(&erc20_transfer_calldata(THIEF, 500_000_000_000)),
+        )
+        .unwrap();
+    assert_eq!(receipt["status"], "0x1");
+    let hash = receipt["transactionHash"].as_str().unwrap().to_string();
+    let line = d
+        .wait_for_log_since(
+            0,
+            &format!("evidence=ethereum:{hash}"),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert!(line.contains("rule=unmatched-outflow"), "{line}");
+    let store = Store::open(&dir.path().join("state/drainguard.sqlite")).unwrap();
+    let findings = store
+        .findings_since(drainguard_model::Timestamp(i64::MIN), 1000)
+        .unwrap();
+    let drain = findings
+        .iter()
+        .find(|f| f.rule == "unmatched-outflow" && f.evidence[0].tx_hash.as_str() == hash)
+        .unwrap();
+    assert_eq!(drain.evidence[0].asset.as_str(), "TT");
+    assert_eq!(drain.evidence[0].to.as_str(), THIEF);
+    assert_eq!(drain.evidence[0].amount, "500000");
+}
+
+#[test]
+fn e2e_anvil_reorg_retracts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut anvil = Anvil::start().unwrap();
+    anvil.wait_ready().unwrap();
+    let cfg = config(dir.path(), &one_endpoint(&anvil), "");
+    let mut d = start(&cfg);
+    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
+        .unwrap();
+    intent(&d, "wd-1", USER, "1");
+    anvil
+        .send_tx_and_wait(HOT, USER, "0xde0b6b3a7640000", None)
+        .unwrap();
+    wait_until("the transfer", Duration::from_secs(30), || {
+        metric(&d, INCLUDED) >= 1.0
+    });
+    // The block holding it is replaced by an empty one.
+    anvil.reorg(1, &[]).unwrap();
+    anvil.mine(1).unwrap();
+    d.wait_for_log("reorg", Duration::from_secs(30)).unwrap();
+    wait_until("the retraction", Duration::from_secs(30), || {
+        metric(
+            &d,
+            "drainguard_events_total{chain=\"ethereum\",kind=\"transfer\",stage=\"retracted\"}",
+        ) >= 1.0
+    });
+}
