@@ -7,6 +7,7 @@
     reason = "test support reports progress"
 )]
 
+pub mod anvil;
 pub mod receivers;
 
 use std::{
