@@ -288,3 +288,43 @@ fn e2e_anvil_reorg_retracts() {
         ) >= 1.0
     });
 }
+
+#[test]
+fn e2e_anvil_node_restart_with_its_state_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut anvil = Anvil::builder()
+        .state(dir.path().join("anvil-state.json"))
+        .spawn()
+        .unwrap();
+    anvil.wait_ready().unwrap();
+    let cfg = config(dir.path(), &one_endpoint(&anvil), "");
+    let mut d = start(&cfg);
+    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
+        .unwrap();
+    intent(&d, "wd-1", USER, "1");
+    anvil
+        .send_tx_and_wait(HOT, USER, "0xde0b6b3a7640000", None)
+        .unwrap();
+    wait_until("the first transfer", Duration::from_secs(30), || {
+        metric(&d, INCLUDED) >= 1.0
+    });
+    // The node goes away (its state dumped) and comes back on its port.
+    anvil.stop().unwrap();
+    d.wait_for_log("no endpoint answers; retrying", Duration::from_secs(30))
+        .unwrap();
+    anvil.restart().unwrap();
+    anvil.wait_ready().unwrap();
+    intent(&d, "wd-2", USER, "1");
+    anvil
+        .send_tx_and_wait(HOT, USER, "0xde0b6b3a7640000", None)
+        .unwrap();
+    wait_until(
+        "the transfer after the restart",
+        Duration::from_secs(30),
+        || metric(&d, INCLUDED) >= 2.0,
+    );
+    assert_eq!(metric(&d, INCLUDED), 2.0);
+    assert_eq!(metric(&d, "drainguard_findings_total"), 0.0);
+    let (status, _) = d.get("/healthz").unwrap();
+    assert_eq!(status, 200);
+}
