@@ -73,8 +73,10 @@ impl EvmWatcher {
             .map_err(|_| EvmError::BusClosed)
     }
 
-    /// Declares the watched wallets with their current native balances.
-    async fn declare<C>(&mut self, bus: &BusSender<C>) -> Result<(), EvmError> {
+    /// Declares the watched wallets with their balances as of block `at`,
+    /// the last block before the first one read: the engine then applies
+    /// every later transfer exactly once.
+    async fn declare<C>(&mut self, bus: &BusSender<C>, at: u64) -> Result<(), EvmError> {
         let wallets: Vec<_> = self
             .watched
             .wallets()
@@ -83,24 +85,60 @@ impl EvmWatcher {
         for (address, name, role) in wallets {
             let balance = self
                 .pool
-                .call(
-                    "eth_getBalance",
-                    |p| async move { p.get_balance(address).await },
-                )
+                .call("eth_getBalance", |p| async move {
+                    p.get_balance(address).number(at).await
+                })
                 .await?;
             let addr = decode::address(&address);
+            let mut balances = vec![BalanceObs {
+                chain: self.chain.name.clone(),
+                wallet: addr.clone(),
+                asset: self.watched.native.clone(),
+                amount: Amount(balance),
+                decimals: self.watched.native_decimals,
+            }];
+            // Each known token's balance too: the share rules measure a
+            // token drain against it.
+            let tokens: Vec<_> = self
+                .watched
+                .tokens()
+                .map(|(a, (sym, d))| (*a, sym.clone(), *d))
+                .collect();
+            for (token, symbol, decimals) in tokens {
+                let data = format!("0x70a08231{:0>64}", hex::encode(address.as_slice()));
+                let params = serde_json::json!([
+                    {"to": format!("{token:#x}"), "data": data},
+                    format!("{at:#x}")
+                ]);
+                let answer: alloy::primitives::Bytes = self
+                    .pool
+                    .call("eth_call balanceOf", |p| {
+                        let params = params.clone();
+                        async move { p.raw_request("eth_call".into(), params).await }
+                    })
+                    .await?;
+                let amount = (answer.len() == 32)
+                    .then(|| U256::from_be_slice(&answer))
+                    .ok_or_else(|| {
+                        EvmError::Malformed(format!(
+                            "balanceOf of token {token:#x} answered {} bytes, not 32",
+                            answer.len()
+                        ))
+                    })?;
+                balances.push(BalanceObs {
+                    chain: self.chain.name.clone(),
+                    wallet: addr.clone(),
+                    asset: symbol,
+                    amount: Amount(amount),
+                    decimals,
+                });
+            }
             let decl = WalletDecl {
                 chain: self.chain.name.clone(),
-                address: addr.clone(),
+                address: addr,
                 name,
                 role,
-                balances: vec![BalanceObs {
-                    chain: self.chain.name.clone(),
-                    wallet: addr,
-                    asset: self.watched.native.clone(),
-                    amount: Amount(balance),
-                    decimals: self.watched.native_decimals,
-                }],
+                balances,
             };
             self.send(bus, EventKind::Wallet(decl), None).await?;
         }
@@ -126,13 +164,14 @@ impl EvmWatcher {
         token: CancellationToken,
     ) -> Result<(), EvmError> {
         let name = self.chain.name.clone();
-        self.declare(&bus).await?;
         let head = self.head().await?;
         let mut next = match (resume, self.chain.start_block) {
             (Some(cp), _) => cp + 1,
             (None, Some(b)) => b,
-            (None, None) => head,
+            // No history: from the next block on, with balances as of now.
+            (None, None) => head + 1,
         };
+        self.declare(&bus, next.saturating_sub(1)).await?;
         // The mempool filter first: a transaction sent from now on is seen.
         if let Err(e) = self.pending_filter_id().await {
             tracing::warn!(message = "no mempool filter: pending transactions will not be seen until one is made", chain = %name, error = %e);
