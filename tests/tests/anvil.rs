@@ -61,8 +61,12 @@ fn one_endpoint(anvil: &Anvil) -> String {
     format!(r#"{{ name = "anvil", url = "{}" }}"#, anvil.http_url())
 }
 
+/// The daemon, once its watcher follows the chain.
 fn start(cfg: &Path) -> Daemon {
-    Daemon::start_with_env(cfg, &[("DRAINGUARD_INTENTS_TOKEN", INTENTS)]).unwrap()
+    let mut d = Daemon::start_with_env(cfg, &[("DRAINGUARD_INTENTS_TOKEN", INTENTS)]).unwrap();
+    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
+        .unwrap();
+    d
 }
 
 fn intent(d: &Daemon, id: &str, to: &str, eth: &str) {
@@ -113,8 +117,6 @@ fn e2e_anvil_theft_freezes_before_it_is_mined_through_a_dead_first_endpoint() {
     );
     let cfg = config(dir.path(), &endpoints, "");
     let mut d = start(&cfg);
-    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
-        .unwrap();
     // The withdrawal system is connected: it announces what it signs.
     intent(&d, "wd-1", USER, "1");
     // A stolen key signs a transfer no intent asked for.
@@ -158,9 +160,7 @@ fn e2e_anvil_withdrawals_with_intents_raise_nothing_and_a_restart_has_no_gap_or_
     let mut anvil = Anvil::start().unwrap();
     anvil.wait_ready().unwrap();
     let cfg = config(dir.path(), &one_endpoint(&anvil), "");
-    let mut d = start(&cfg);
-    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
-        .unwrap();
+    let d = start(&cfg);
     for i in 0..3 {
         intent(&d, &format!("wd-{i}"), USER, "1");
         anvil
@@ -190,9 +190,7 @@ fn e2e_anvil_withdrawals_with_intents_raise_nothing_and_a_restart_has_no_gap_or_
             .unwrap();
     }
     let head = anvil.block_number().unwrap() as f64;
-    let mut d = start(&cfg);
-    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
-        .unwrap();
+    let d = start(&cfg);
     wait_until("the catch-up", Duration::from_secs(30), || {
         checkpoint(&d) >= head
     });
@@ -215,8 +213,6 @@ fn e2e_anvil_erc20_drain_and_unknown_approval_are_caught() {
     let tokens = format!(r#"{{ address = "{token}", symbol = "TT", decimals = 6 }}"#);
     let cfg = config(dir.path(), &one_endpoint(&anvil), &tokens);
     let mut d = start(&cfg);
-    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
-        .unwrap();
     intent(&d, "wd-1", USER, "1");
     // An unlimited approval to a spender nobody allowed.
     anvil
@@ -282,8 +278,6 @@ fn e2e_anvil_reorg_retracts() {
     anvil.wait_ready().unwrap();
     let cfg = config(dir.path(), &one_endpoint(&anvil), "");
     let mut d = start(&cfg);
-    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
-        .unwrap();
     intent(&d, "wd-1", USER, "1");
     anvil
         .send_tx_and_wait(HOT, USER, "0xde0b6b3a7640000", None)
@@ -313,8 +307,6 @@ fn e2e_anvil_node_restart_with_its_state_is_survived() {
     anvil.wait_ready().unwrap();
     let cfg = config(dir.path(), &one_endpoint(&anvil), "");
     let mut d = start(&cfg);
-    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
-        .unwrap();
     intent(&d, "wd-1", USER, "1");
     anvil
         .send_tx_and_wait(HOT, USER, "0xde0b6b3a7640000", None)

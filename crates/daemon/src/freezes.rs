@@ -48,6 +48,26 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     })
 }
 
+/// Sends the engine thread a request and waits for its answer; a 503
+/// naming the cause when the engine is gone or could not write.
+async fn ask_engine<T>(
+    s: &ApiState,
+    request: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Control,
+) -> Result<T, Response> {
+    let (reply, answer) = oneshot::channel();
+    if s.control.send(request(reply)).await.is_err() {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the engine is not running",
+        ));
+    }
+    match answer.await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(_) => Err(error(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped")),
+    }
+}
+
 /// `by` and `reason` of an operator's call, both required.
 fn who_and_why(by: &str, reason: &str) -> Result<(), Response> {
     let mut errors = Vec::new();
@@ -175,23 +195,16 @@ pub(crate) async fn raise(State(s): State<ApiState>, headers: HeaderMap, body: B
             );
         }
     };
-    let (reply, answer) = oneshot::channel();
-    let sent = s
-        .control
-        .send(Control::ManualFreeze {
-            scope,
-            reason: b.reason,
-            actor: b.by,
-            reply,
-        })
-        .await;
-    if sent.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the engine is not running");
-    }
-    match answer.await {
-        Ok(Ok(freeze)) => (StatusCode::CREATED, Json(json!({ "freeze": freeze }))).into_response(),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped"),
+    let asked = ask_engine(&s, |reply| Control::ManualFreeze {
+        scope,
+        reason: b.reason,
+        actor: b.by,
+        reply,
+    })
+    .await;
+    match asked {
+        Ok(freeze) => (StatusCode::CREATED, Json(json!({ "freeze": freeze }))).into_response(),
+        Err(resp) => resp,
     }
 }
 
@@ -219,33 +232,26 @@ pub(crate) async fn lift(
     if let Err(resp) = who_and_why(&b.by, &b.reason) {
         return resp;
     }
-    let (reply, answer) = oneshot::channel();
-    let sent = s
-        .control
-        .send(Control::Lift {
-            id: FreezeId(id.clone()),
-            actor: b.by,
-            reason: b.reason,
-            reply,
-        })
-        .await;
-    if sent.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the engine is not running");
-    }
-    match answer.await {
-        Ok(Ok(LiftOutcome::Lifted)) => {
+    let asked = ask_engine(&s, |reply| Control::Lift {
+        id: FreezeId(id.clone()),
+        actor: b.by,
+        reason: b.reason,
+        reply,
+    })
+    .await;
+    match asked {
+        Ok(LiftOutcome::Lifted) => {
             Json(json!({"id": id, "outcome": LiftOutcome::Lifted})).into_response()
         }
-        Ok(Ok(LiftOutcome::NotFound)) => {
+        Ok(LiftOutcome::NotFound) => {
             error(StatusCode::NOT_FOUND, format!("no freeze has id {id:?}"))
         }
-        Ok(Ok(LiftOutcome::AlreadyLifted)) => (
+        Ok(LiftOutcome::AlreadyLifted) => (
             StatusCode::CONFLICT,
             Json(json!({"error": format!("freeze {id} was already lifted"), "outcome": LiftOutcome::AlreadyLifted})),
         )
             .into_response(),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped"),
+        Err(resp) => resp,
     }
 }
 

@@ -68,6 +68,38 @@ pub struct PagerState {
     pub open: BTreeMap<String, Incident>,
 }
 
+/// A trigger event for the outbox (the routing key is added at send time).
+fn trigger(cfg: &PagerConfig, dedup_key: &str, key_suffix: &str, page: &Page<'_>) -> NewAction {
+    let body = json!({
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
+        "payload": {
+            "summary": clip(&page.summary, SUMMARY_MAX),
+            "source": cfg.source,
+            "severity": pd_severity(page.severity),
+            "timestamp": page.t.to_rfc3339(),
+            "component": page.component,
+            "group": "hot-wallets",
+            "class": page.class,
+            "custom_details": &page.details,
+        },
+        "links": &page.links,
+        "client": "drainguard",
+        "client_url": cfg.console_url,
+    });
+    NewAction {
+        channel: CHANNEL.to_string(),
+        key: format!("{dedup_key}:{key_suffix}"),
+        kind: "trigger".to_string(),
+        body,
+    }
+}
+
+/// Links to this daemon, for `links`.
+fn links(cfg: &PagerConfig, path: &str, text: &str) -> Value {
+    json!([{ "href": format!("{}{path}", cfg.console_url.trim_end_matches('/')), "text": text }])
+}
+
 /// What one trigger says.
 struct Page<'a> {
     summary: String,
@@ -133,33 +165,11 @@ impl Pager {
     }
 
     fn links(&self, path: &str, text: &str) -> Value {
-        json!([{ "href": format!("{}{path}", self.cfg.console_url.trim_end_matches('/')), "text": text }])
+        links(&self.cfg, path, text)
     }
 
     fn trigger(&self, dedup_key: &str, key_suffix: &str, page: &Page<'_>) -> NewAction {
-        let body = json!({
-            "event_action": "trigger",
-            "dedup_key": dedup_key,
-            "payload": {
-                "summary": clip(&page.summary, SUMMARY_MAX),
-                "source": self.cfg.source,
-                "severity": pd_severity(page.severity),
-                "timestamp": page.t.to_rfc3339(),
-                "component": page.component,
-                "group": "hot-wallets",
-                "class": page.class,
-                "custom_details": &page.details,
-            },
-            "links": &page.links,
-            "client": "drainguard",
-            "client_url": self.cfg.console_url,
-        });
-        NewAction {
-            channel: CHANNEL.to_string(),
-            key: format!("{dedup_key}:{key_suffix}"),
-            kind: "trigger".to_string(),
-            body,
-        }
+        trigger(&self.cfg, dedup_key, key_suffix, page)
     }
 
     fn resolve(dedup_key: &str) -> NewAction {
@@ -337,28 +347,20 @@ pub fn delivery_failed(
     let summary = format!(
         "drainguard could not deliver {channel} action {key}: {error}; fix it, then re-drive it (drainguard outbox redrive {outbox_id})"
     );
-    NewAction {
-        channel: CHANNEL.to_string(),
-        key: format!("{dedup_key}:open"),
-        kind: "trigger".to_string(),
-        body: json!({
-            "event_action": "trigger",
-            "dedup_key": dedup_key,
-            "payload": {
-                "summary": clip(&summary, SUMMARY_MAX),
-                "source": cfg.source,
-                "severity": "critical",
-                "timestamp": t.to_rfc3339(),
-                "component": channel,
-                "group": "hot-wallets",
-                "class": "delivery_failed",
-                "custom_details": {"outbox_id": outbox_id, "channel": channel, "key": key, "error": error},
-            },
-            "links": [{"href": format!("{}/v1/outbox", cfg.console_url.trim_end_matches('/')), "text": "outbox"}],
-            "client": "drainguard",
-            "client_url": cfg.console_url,
-        }),
-    }
+    trigger(
+        cfg,
+        &dedup_key,
+        "open",
+        &Page {
+            summary,
+            severity: Severity::Critical,
+            t,
+            component: channel,
+            class: "delivery_failed",
+            details: json!({"outbox_id": outbox_id, "channel": channel, "key": key, "error": error}),
+            links: links(cfg, "/v1/outbox", "outbox"),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -159,6 +159,20 @@ pub(crate) fn insert_action(
     Ok(n == 1)
 }
 
+/// Queues actions inside an open transaction; how many were new.
+pub(crate) fn insert_actions(
+    conn: &Connection,
+    actions: &[NewAction],
+    at: &str,
+) -> Result<usize, StoreError> {
+    let now_ms = now_ms();
+    let mut new = 0;
+    for a in actions {
+        new += usize::from(insert_action(conn, a, at, now_ms)?);
+    }
+    Ok(new)
+}
+
 const ACTION_SELECT: &str = "SELECT id, channel, key, kind, body, created_at, status, attempts, \
      next_attempt_ms, last_error, delivered_at FROM outbox";
 
@@ -222,11 +236,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (at, now_ms) = (now(), now_ms());
-        let mut new = 0;
-        for a in actions {
-            new += usize::from(insert_action(&tx, a, &at, now_ms)?);
-        }
+        let new = insert_actions(&tx, actions, &now())?;
         tx.commit()?;
         Ok(new)
     }

@@ -176,12 +176,7 @@ impl Store {
                 outcome.existing_freezes.push(freeze.id.clone());
             }
         }
-        let now_ms = crate::outbox::now_ms();
-        for a in &batch.actions {
-            if crate::outbox::insert_action(&tx, a, &at, now_ms)? {
-                outcome.queued_actions += 1;
-            }
-        }
+        outcome.queued_actions = crate::outbox::insert_actions(&tx, &batch.actions, &at)?;
         for (key, value) in &batch.state {
             write_state(&tx, key, value, &at)?;
         }
@@ -284,10 +279,7 @@ impl Store {
             &freeze.id.0,
             &detail,
         )?;
-        let now_ms = crate::outbox::now_ms();
-        for a in actions {
-            crate::outbox::insert_action(&tx, a, &at, now_ms)?;
-        }
+        crate::outbox::insert_actions(&tx, actions, &at)?;
         tx.commit()?;
         Ok(new)
     }
@@ -330,10 +322,7 @@ impl Store {
         )?;
         let detail = json!({ "reason": reason });
         insert_audit(&tx, &at, actor, action::FREEZE_LIFTED, &id.0, &detail)?;
-        let now_ms = crate::outbox::now_ms();
-        for a in actions {
-            crate::outbox::insert_action(&tx, a, &at, now_ms)?;
-        }
+        crate::outbox::insert_actions(&tx, actions, &at)?;
         tx.commit()?;
         Ok(LiftOutcome::Lifted)
     }
