@@ -17,6 +17,7 @@ use drainguard_e2e::{
     metric_sum,
 };
 use drainguard_store::{FreezeFilter, Store};
+use serde_json::json;
 
 const INTENTS: &str = "intents-token-for-tests";
 
@@ -272,29 +273,67 @@ fn e2e_anvil_erc20_drain_and_unknown_approval_are_caught() {
 }
 
 #[test]
-fn e2e_anvil_reorg_retracts() {
+fn e2e_anvil_reorg_retracts_recounts_and_rewinds_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mut anvil = Anvil::start().unwrap();
     anvil.wait_ready().unwrap();
     let cfg = config(dir.path(), &one_endpoint(&anvil), "");
     let mut d = start(&cfg);
     intent(&d, "wd-1", USER, "1");
+    let withdrawal = json!({"from": HOT, "to": USER, "value": "0xde0b6b3a7640000"});
     anvil
         .send_tx_and_wait(HOT, USER, "0xde0b6b3a7640000", None)
         .unwrap();
     wait_until("the transfer", Duration::from_secs(30), || {
         metric(&d, INCLUDED) >= 1.0
     });
-    // The block holding it is replaced by an empty one.
-    anvil.reorg(1, &[]).unwrap();
+    let replaced = anvil.head_hash().unwrap();
+    wait_until("its checkpoint", Duration::from_secs(30), || {
+        checkpoint(&d) >= anvil.block_number().unwrap() as f64
+    });
+    // The block holding it is replaced by one holding the same withdrawal
+    // again, then the chain grows.
+    anvil.reorg(1, &[(withdrawal, 0)]).unwrap();
+    assert_ne!(anvil.head_hash().unwrap(), replaced);
     anvil.mine(1).unwrap();
     d.wait_for_log("reorg", Duration::from_secs(30)).unwrap();
-    wait_until("the retraction", Duration::from_secs(30), || {
-        metric(
-            &d,
-            "drainguard_events_total{chain=\"ethereum\",kind=\"transfer\",stage=\"retracted\"}",
-        ) >= 1.0
-    });
+    wait_until(
+        "the retraction and the new inclusion",
+        Duration::from_secs(30),
+        || {
+            metric(
+                &d,
+                "drainguard_events_total{chain=\"ethereum\",kind=\"transfer\",stage=\"retracted\"}",
+            ) >= 1.0
+                && metric(&d, INCLUDED) >= 2.0
+        },
+    );
+    // The checkpoint named the replaced block (no confirmations here): it
+    // is moved back, audited, and goes on with the new branch.
+    let head = anvil.block_number().unwrap() as f64;
+    wait_until(
+        "the checkpoint on the new branch",
+        Duration::from_secs(30),
+        || checkpoint(&d) >= head,
+    );
+    assert_eq!(
+        metric(&d, "drainguard_reorgs_total{chain=\"ethereum\"}"),
+        1.0
+    );
+    assert!(d.is_running());
+    d.signal_and_wait("TERM", Duration::from_secs(30)).unwrap();
+    // Counted once: the withdrawal matched its intent again, no freeze.
+    let store = Store::open(&dir.path().join("state/drainguard.sqlite")).unwrap();
+    let frozen = store.freezes(FreezeFilter::All).unwrap();
+    assert!(frozen.is_empty(), "no freeze expected: {frozen:#?}");
+    drop(store);
+    let audit = drainguard_e2e::drainguard(&["audit", "--config", cfg.to_str().unwrap(), "--json"])
+        .unwrap();
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.contains("checkpoint.rewind") && audit.contains("reorganized away"),
+        "{audit}"
+    );
 }
 
 #[test]

@@ -42,6 +42,14 @@ struct RawEndpoint {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawEvmEndpoint {
+    name: String,
+    url: String,
+    ws: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawWebhook {
     #[serde(default = "yes")]
     enabled: bool,
@@ -193,7 +201,11 @@ struct RawEvm {
     #[serde(default = "default_rpc_timeout")]
     timeout: String,
     start_block: Option<u64>,
-    endpoints: Vec<RawEndpoint>,
+    #[serde(default = "default_batch_blocks")]
+    batch_blocks: u64,
+    #[serde(default = "yes")]
+    mempool: bool,
+    endpoints: Vec<RawEvmEndpoint>,
     #[serde(default)]
     wallets: Vec<RawEvmWallet>,
     #[serde(default)]
@@ -213,6 +225,9 @@ fn sixty_four() -> u64 {
 }
 fn default_rate() -> u32 {
     25
+}
+fn default_batch_blocks() -> u64 {
+    100
 }
 fn default_rpc_timeout() -> String {
     "10s".to_string()
@@ -629,6 +644,20 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
                     "must be an http:// or https:// URL".to_string(),
                 );
             }
+            if let Some(ws) = &e.ws
+                && !(ws.starts_with("ws://") || ws.starts_with("wss://"))
+            {
+                err(
+                    &f(&format!("endpoints[{j}].ws")),
+                    "must be a ws:// or wss:// URL".to_string(),
+                );
+            }
+        }
+        if !(1..=1000).contains(&c.batch_blocks) {
+            err(
+                &f("batch_blocks"),
+                format!("{} is not between 1 and 1000", c.batch_blocks),
+            );
         }
         let mut watched = drainguard_evm::Watched::new(
             drainguard_model::Asset::new(&c.native),
@@ -675,6 +704,7 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
                     .map(|e| drainguard_evm::Endpoint {
                         name: e.name,
                         url: e.url,
+                        ws: e.ws,
                     })
                     .collect(),
                 block_time,
@@ -683,6 +713,8 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
                 poll_interval,
                 rate_limit: c.rate_limit,
                 start_block: c.start_block,
+                batch_blocks: c.batch_blocks,
+                mempool: c.mempool,
             },
             watched,
             timeout,

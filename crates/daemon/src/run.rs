@@ -205,7 +205,7 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    let evm_resume: std::collections::HashMap<String, u64> = config
+    let evm_resume: std::collections::HashMap<String, (u64, String)> = config
         .evm
         .iter()
         .filter_map(|src| {
@@ -213,7 +213,7 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
                 .checkpoint(&src.chain.name)
                 .ok()
                 .flatten()
-                .map(|cp| (src.chain.name.to_string(), cp.block))
+                .map(|cp| (src.chain.name.to_string(), (cp.block, cp.hash)))
         })
         .collect();
     let engine_thread = {
@@ -248,8 +248,8 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         None
     } else {
         Some(
-            drainguard_evm::RpcMetrics::register(metrics.registry())
-                .context("registering RPC metrics")?,
+            drainguard_evm::EvmMetrics::register(metrics.registry())
+                .context("registering the EVM metrics")?,
         )
     };
     for src in &config.evm {
@@ -262,7 +262,7 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         )
         .with_context(|| format!("source.evm {}", src.chain.name))?;
         // Resume after the last block whose events are evaluated and durable.
-        let resume = evm_resume.get(src.chain.name.as_str()).copied();
+        let resume = evm_resume.get(src.chain.name.as_str()).cloned();
         let watcher = drainguard_evm::EvmWatcher::new(src.chain.clone(), src.watched.clone(), pool);
         let (bus, token) = (bus_tx.clone(), shutdown.child_token());
         let prices = src.prices.clone();
@@ -693,6 +693,12 @@ fn engine_loop(
 ) -> anyhow::Result<()> {
     let mut out = Vec::new();
     let mut last_save = Instant::now();
+    let mut checkpoints: std::collections::HashMap<String, Checkpoint> = store
+        .checkpoints()
+        .context("reading the checkpoints")?
+        .into_iter()
+        .map(|(c, cp)| (c.to_string(), cp))
+        .collect();
     while let Some(message) = bus.blocking_recv() {
         let Envelope {
             event,
@@ -775,6 +781,9 @@ fn engine_loop(
         if out.is_empty() && completes.is_none() {
             continue;
         }
+        if let Some(p) = &completes {
+            rewind_after_deep_reorg(&mut store, &checkpoints, p, health)?;
+        }
         let (batch, recoveries) = batch_of(&mut out, sent_at, completes.as_ref(), metrics);
         act(
             &mut engine,
@@ -786,6 +795,13 @@ fn engine_loop(
             responders,
         )?;
         if let Some(p) = &completes {
+            checkpoints.insert(
+                p.chain.to_string(),
+                Checkpoint {
+                    block: p.block,
+                    hash: p.hash.clone(),
+                },
+            );
             metrics
                 .checkpoint_block
                 .with_label_values(&[p.chain.as_str()])
@@ -797,6 +813,36 @@ fn engine_loop(
     }
     save_learned(&engine, &mut store);
     tracing::info!(message = "engine drained the bus and stopped");
+    Ok(())
+}
+
+/// A watcher marks a block lower than the stored checkpoint, or the same
+/// height with another hash, only after a reorg deeper than its
+/// confirmation depth took the checkpointed block away: the checkpoint is
+/// moved back to the block now marked, and the audit log says why.
+fn rewind_after_deep_reorg(
+    store: &mut Store,
+    checkpoints: &std::collections::HashMap<String, Checkpoint>,
+    p: &drainguard_bus::Position,
+    health: &Health,
+) -> anyhow::Result<()> {
+    let Some(stored) = checkpoints.get(p.chain.as_str()) else {
+        return Ok(());
+    };
+    if p.block > stored.block || (p.block == stored.block && p.hash == stored.hash) {
+        return Ok(());
+    }
+    let reason = format!(
+        "reorg deeper than the confirmation depth: block {} ({}) was reorganized away; back to block {} ({})",
+        stored.block, stored.hash, p.block, p.hash
+    );
+    tracing::error!(message = "checkpoint rewound after a deep reorg", chain = %p.chain, from = stored.block, to = p.block);
+    let to = Checkpoint {
+        block: p.block,
+        hash: p.hash.clone(),
+    };
+    retrying(health, || store.rewind_checkpoint(&p.chain, &to, &reason))
+        .context("rewinding the checkpoint after a deep reorg")?;
     Ok(())
 }
 

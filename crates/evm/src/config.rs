@@ -14,6 +14,9 @@ pub struct Endpoint {
     pub name: String,
     /// The HTTP(S) URL.
     pub url: String,
+    /// Its WebSocket URL, where it has one: new heads and pending
+    /// transactions are then pushed as they happen instead of polled.
+    pub ws: Option<String>,
 }
 
 /// One EVM chain.
@@ -38,6 +41,10 @@ pub struct EvmChain {
     /// The first block to read when there is no checkpoint (`None`: the
     /// current head).
     pub start_block: Option<u64>,
+    /// Blocks asked for in one JSON-RPC batch when behind the head.
+    pub batch_blocks: u64,
+    /// Whether to read the mempool (some chains' nodes have none).
+    pub mempool: bool,
 }
 
 /// The wallets and tokens watched on one chain.

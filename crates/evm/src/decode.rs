@@ -6,13 +6,14 @@
 //! here.
 //!
 //! A transfer counts only if its transaction succeeded: a reverted transfer
-//! moved nothing (its fee did move, and shows in the next balance).
+//! moved nothing. Its fee did move: [`fee_payers`] names the wallets whose
+//! balance the watcher reads again after the block.
 
-use std::sync::LazyLock;
+use std::{collections::HashMap, sync::LazyLock};
 
 use alloy::{
     consensus::Transaction as _,
-    primitives::{Address as EvmAddress, B256, Bytes, U256, keccak256},
+    primitives::{Address as EvmAddress, B256, Bytes, TxHash as TxHash256, U256, keccak256},
     rpc::types::{Block, Log, Transaction, TransactionReceipt},
 };
 use drainguard_model::{
@@ -20,7 +21,7 @@ use drainguard_model::{
     Stage, Transfer, TxHash,
 };
 
-use crate::config::Watched;
+use crate::{EvmError, config::Watched};
 
 fn topic(signature: &str) -> B256 {
     keccak256(signature.as_bytes())
@@ -43,6 +44,9 @@ const SEL_TRANSFER: [u8; 4] = [0xa9, 0x05, 0x9c, 0xbb];
 const SEL_TRANSFER_FROM: [u8; 4] = [0x23, 0xb8, 0x72, 0xdd];
 /// `approve(address,uint256)`.
 const SEL_APPROVE: [u8; 4] = [0x09, 0x5e, 0xa7, 0xb3];
+/// Safe's `execTransaction(address,uint256,bytes,uint8,uint256,uint256,
+/// uint256,address,address,bytes)`.
+const SEL_EXEC_TRANSACTION: [u8; 4] = [0x6a, 0x76, 0x12, 0x02];
 
 /// The model's spelling of an EVM address (lowercase `0x` hex).
 pub fn address(a: &EvmAddress) -> Address {
@@ -68,19 +72,32 @@ fn word_u256(w: &[u8]) -> Option<U256> {
 
 /// Events of one block for the watched wallets, in transaction order:
 /// each transfer, approval or admin change, stage `included`.
+///
+/// Every transaction must have its receipt, from this very block: an
+/// answer that lacks one (a node mid-reorg, a load balancer mixing two
+/// nodes) is an error to retry, never a transaction silently skipped.
 pub fn block_events(
     chain: &Chain,
     watched: &Watched,
     block: &Block,
     receipts: &[TransactionReceipt],
-) -> Vec<EventKind> {
+) -> Result<Vec<EventKind>, EvmError> {
     let number = block.header.number;
+    let by_hash: HashMap<TxHash256, &TransactionReceipt> =
+        receipts.iter().map(|r| (r.transaction_hash, r)).collect();
     let mut out = Vec::new();
     for tx in block.transactions.txns() {
         let hash = *tx.inner.tx_hash();
-        let Some(receipt) = receipts.iter().find(|r| r.transaction_hash == hash) else {
-            continue;
-        };
+        let receipt = by_hash.get(&hash).ok_or_else(|| {
+            EvmError::Malformed(format!(
+                "block {number}: no receipt for transaction {hash:#x}"
+            ))
+        })?;
+        if receipt.block_hash.is_some_and(|h| h != block.header.hash) {
+            return Err(EvmError::Malformed(format!(
+                "block {number}: the receipt of {hash:#x} is from another block"
+            )));
+        }
         if !receipt.status() {
             continue;
         }
@@ -91,6 +108,7 @@ pub fn block_events(
             Stage::Included,
             Some(number),
         ));
+        out.extend(delegatecall(chain, watched, tx));
         // Token transfers of a transaction are numbered 1, 2, ... in log
         // order, the way a pending transaction's decoded calldata is: the
         // pending and the included record of one transfer share a key.
@@ -102,7 +120,48 @@ pub fn block_events(
             }
         }
     }
-    out
+    Ok(out)
+}
+
+/// The watched wallets that sent a transaction in the block, and so paid
+/// a fee (a reverted transaction too): their native balance after it is
+/// read from the node, since the fee (with an L2's data fee) is not a
+/// transfer.
+pub fn fee_payers(watched: &Watched, block: &Block) -> Vec<EvmAddress> {
+    let mut payers: Vec<EvmAddress> = block
+        .transactions
+        .txns()
+        .map(|tx| tx.inner.signer())
+        .filter(|from| watched.is_wallet(from))
+        .collect();
+    payers.sort_unstable();
+    payers.dedup();
+    payers
+}
+
+/// A Safe's `execTransaction` with `operation = 1`: the wallet runs
+/// another contract's code in its own context, with its own storage and
+/// funds (the Bybit takeover swapped the Safe's implementation this way).
+fn delegatecall(chain: &Chain, watched: &Watched, tx: &Transaction) -> Option<EventKind> {
+    let wallet = tx.to()?;
+    if !watched.is_wallet(&wallet) {
+        return None;
+    }
+    let (selector, args) = tx.input().split_first_chunk::<4>()?;
+    if *selector != SEL_EXEC_TRANSACTION {
+        return None;
+    }
+    let target = args.get(..32).and_then(word_address)?;
+    let operation = args.get(3 * 32..4 * 32).and_then(word_u256)?;
+    (operation == U256::from(1)).then(|| {
+        EventKind::Admin(AdminChange {
+            chain: chain.clone(),
+            tx_hash: tx_hash(tx.inner.tx_hash()),
+            wallet: address(&wallet),
+            action: AdminAction::Delegatecall,
+            target: address(&target),
+        })
+    })
 }
 
 fn native_transfer(

@@ -9,11 +9,14 @@
 
 pub mod config;
 pub mod decode;
+pub mod metrics;
+mod push;
 pub mod rpc;
 pub mod watcher;
 
 pub use config::{Endpoint, EvmChain, Watched};
-pub use rpc::{Pool, RpcMetrics};
+pub use metrics::EvmMetrics;
+pub use rpc::Pool;
 pub use watcher::EvmWatcher;
 
 /// Why the watcher stopped or a call failed.

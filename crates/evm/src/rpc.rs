@@ -12,53 +12,8 @@ use std::{
 };
 
 use alloy::providers::RootProvider;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use crate::{EvmError, config::Endpoint};
-
-/// RPC requests by chain and endpoint.
-pub const RPC_REQUESTS: &str = "drainguard_rpc_requests_total";
-/// RPC errors by chain and endpoint.
-pub const RPC_ERRORS: &str = "drainguard_rpc_errors_total";
-/// RPC latency by chain and endpoint.
-pub const RPC_LATENCY: &str = "drainguard_rpc_latency_seconds";
-
-/// The RPC metrics, shared by every chain's pool.
-#[derive(Debug, Clone)]
-pub struct RpcMetrics {
-    requests: IntCounterVec,
-    errors: IntCounterVec,
-    latency: HistogramVec,
-}
-
-impl RpcMetrics {
-    /// Registers the RPC metrics.
-    pub fn register(registry: &Registry) -> prometheus::Result<RpcMetrics> {
-        let m = RpcMetrics {
-            requests: IntCounterVec::new(
-                Opts::new(RPC_REQUESTS, "JSON-RPC requests by chain and endpoint"),
-                &["chain", "endpoint"],
-            )?,
-            errors: IntCounterVec::new(
-                Opts::new(
-                    RPC_ERRORS,
-                    "JSON-RPC errors and timeouts by chain and endpoint",
-                ),
-                &["chain", "endpoint"],
-            )?,
-            latency: HistogramVec::new(
-                HistogramOpts::new(RPC_LATENCY, "JSON-RPC latency in seconds").buckets(vec![
-                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ]),
-                &["chain", "endpoint"],
-            )?,
-        };
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.errors.clone()))?;
-        registry.register(Box::new(m.latency.clone()))?;
-        Ok(m)
-    }
-}
+use crate::{EvmError, config::Endpoint, metrics::EvmMetrics};
 
 #[derive(Debug)]
 struct Ep {
@@ -75,7 +30,7 @@ pub struct Pool {
     active: usize,
     gap: Duration,
     timeout: Duration,
-    metrics: Option<RpcMetrics>,
+    metrics: Option<EvmMetrics>,
 }
 
 impl Pool {
@@ -86,7 +41,7 @@ impl Pool {
         endpoints: &[Endpoint],
         rate_limit: u32,
         timeout: Duration,
-        metrics: Option<RpcMetrics>,
+        metrics: Option<EvmMetrics>,
     ) -> Result<Pool, EvmError> {
         if endpoints.is_empty() {
             return Err(EvmError::Config(format!("chain {chain} has no endpoint")));
@@ -114,6 +69,11 @@ impl Pool {
             timeout,
             metrics,
         })
+    }
+
+    /// The metrics the pool and its watcher keep, if any.
+    pub(crate) fn metrics(&self) -> Option<&EvmMetrics> {
+        self.metrics.as_ref()
     }
 
     /// The endpoint calls go to now.

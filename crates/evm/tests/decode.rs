@@ -7,7 +7,7 @@
 use alloy::rpc::types::{Block, Transaction, TransactionReceipt};
 use drainguard_evm::{Watched, decode};
 use drainguard_model::{
-    Amount, ApprovalStandard, Asset, Chain, EventKind, Stage, Transfer, WalletRole,
+    AdminAction, Amount, ApprovalStandard, Asset, Chain, EventKind, Stage, Transfer, WalletRole,
 };
 
 const HOT: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
@@ -44,7 +44,7 @@ fn a_block_yields_the_watched_wallets_successful_moves_only() {
     let block: Block = fixture("anvil_block.json");
     let receipts: Vec<TransactionReceipt> = fixture("anvil_receipts.json");
     let chain = Chain::new("ethereum");
-    let events = decode::block_events(&chain, &watched(true), &block, &receipts);
+    let events = decode::block_events(&chain, &watched(true), &block, &receipts).unwrap();
     let t = transfers(&events);
     // The withdrawal and the token transfer; not the reverted transfer,
     // not the outside addresses' transfer.
@@ -87,7 +87,7 @@ fn a_block_yields_the_watched_wallets_successful_moves_only() {
     assert_eq!(approvals[0].amount, Amount::from_base_units(123));
     assert_eq!(approvals[0].standard, ApprovalStandard::Erc20);
     // An unknown token is still reported, under its contract address.
-    let events = decode::block_events(&chain, &watched(false), &block, &receipts);
+    let events = decode::block_events(&chain, &watched(false), &block, &receipts).unwrap();
     assert_eq!(transfers(&events)[1].asset.as_str(), TOKEN);
 }
 
@@ -122,4 +122,87 @@ fn pending_transactions_of_a_watched_wallet_are_decoded_from_calldata() {
             .count(),
         1
     );
+}
+
+#[test]
+fn a_transaction_without_its_receipt_is_an_error_not_a_skip() {
+    let block: Block = fixture("anvil_block.json");
+    let mut receipts: Vec<TransactionReceipt> = fixture("anvil_receipts.json");
+    let chain = Chain::new("ethereum");
+    let dropped = receipts.remove(0).transaction_hash;
+    let err = decode::block_events(&chain, &watched(true), &block, &receipts).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("no receipt for transaction {dropped:#x}")),
+        "{err}"
+    );
+    // A receipt of the same transaction from another block (a node that
+    // answered from another branch) is refused too.
+    let mut receipts: Vec<TransactionReceipt> = fixture("anvil_receipts.json");
+    receipts[0].block_hash = Some(alloy::primitives::B256::repeat_byte(7));
+    let err = decode::block_events(&chain, &watched(true), &block, &receipts).unwrap_err();
+    assert!(err.to_string().contains("from another block"), "{err}");
+}
+
+#[test]
+fn every_watched_sender_pays_a_fee_even_when_reverted() {
+    let block: Block = fixture("anvil_block.json");
+    let payers = decode::fee_payers(&watched(true), &block);
+    assert_eq!(
+        payers,
+        vec![HOT.parse::<alloy::primitives::Address>().unwrap()]
+    );
+    let mut nobody = Watched::new(Asset::new("ETH"), 18);
+    nobody.wallet(THIEF.parse().unwrap(), "x", WalletRole::Hot);
+    assert!(decode::fee_payers(&nobody, &block).is_empty());
+}
+
+/// `execTransaction(to, 0, "", operation, 0, 0, 0, 0, 0, "")` calldata.
+fn exec_transaction(to: &str, operation: u8) -> String {
+    let word = |hex: &str| format!("{hex:0>64}");
+    let mut s = String::from("0x6a761202");
+    s += &word(to.trim_start_matches("0x"));
+    s += &word("0");
+    s += &word("140"); // offset of `data` (10 head words)
+    s += &word(&format!("{operation:x}"));
+    for _ in 0..5 {
+        s += &word("0");
+    }
+    s += &word("160"); // offset of `signatures`
+    s += &word("0"); // data: empty
+    s += &word("0"); // signatures: empty
+    s
+}
+
+#[test]
+fn a_safe_delegatecall_is_an_admin_change_and_a_plain_call_is_not() {
+    const SAFE: &str = "0x5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe";
+    const EVIL: &str = "0x96221423681a6d52e184d440a8efcebb105c7242";
+    let chain = Chain::new("ethereum");
+    let mut w = watched(true);
+    w.wallet(SAFE.parse().unwrap(), "eth-safe", WalletRole::Hot);
+    let receipts: Vec<TransactionReceipt> = fixture("anvil_receipts.json");
+    for (operation, expected) in [(1u8, 1usize), (0, 0)] {
+        // The block's first (successful) transaction, sent to the Safe.
+        let mut json: serde_json::Value = fixture("anvil_block.json");
+        let tx = &mut json["transactions"][0];
+        tx["to"] = SAFE.into();
+        tx["value"] = "0x0".into();
+        tx["input"] = exec_transaction(EVIL, operation).into();
+        let block: Block = serde_json::from_value(json).unwrap();
+        let events = decode::block_events(&chain, &w, &block, &receipts).unwrap();
+        let admin: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                EventKind::Admin(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(admin.len(), expected, "operation {operation}: {events:#?}");
+        if let Some(a) = admin.first() {
+            assert_eq!(a.action, AdminAction::Delegatecall);
+            assert_eq!(a.wallet.as_str(), SAFE);
+            assert_eq!(a.target.as_str(), EVIL);
+        }
+    }
 }
