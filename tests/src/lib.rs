@@ -8,6 +8,7 @@
 )]
 
 pub mod anvil;
+pub mod proxy;
 pub mod receivers;
 
 use std::{

@@ -79,7 +79,7 @@ fn wait_for<T>(
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A test that panicked while holding the lock must not hide what was
     // recorded from the assertions of the test that follows.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -88,14 +88,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// An axum router served on 127.0.0.1 by a thread that owns a
 /// current-thread runtime, until stopped or dropped.
 #[derive(Debug)]
-struct Server {
-    addr: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    fn start(port: u16, router: Router, name: &str) -> anyhow::Result<Server> {
+    pub(crate) fn start(port: u16, router: Router, name: &str) -> anyhow::Result<Server> {
         // Bound on the caller's thread so that a taken port fails the caller
         // and the address is known before any request is sent.
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))
@@ -160,7 +160,7 @@ impl Server {
         }
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }

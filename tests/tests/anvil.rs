@@ -13,8 +13,11 @@ use std::{
 
 use drainguard_e2e::{
     Daemon,
-    anvil::{Anvil, erc20_approve_calldata, erc20_transfer_calldata, test_token_bytecode},
+    anvil::{
+        Anvil, erc20_approve_calldata, erc20_transfer_calldata, quantity_u64, test_token_bytecode,
+    },
     metric_sum,
+    proxy::RpcProxy,
 };
 use drainguard_store::{FreezeFilter, Store};
 use serde_json::json;
@@ -29,6 +32,11 @@ const USER: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
 const THIEF: &str = "0x1111111111111111111111111111111111111111";
 
 fn config(dir: &Path, endpoints: &str, tokens: &str) -> PathBuf {
+    config_with(dir, endpoints, tokens, "")
+}
+
+/// The configuration with `extra` keys in the chain's table.
+fn config_with(dir: &Path, endpoints: &str, tokens: &str, extra: &str) -> PathBuf {
     let path = dir.join("drainguard.toml");
     std::fs::write(
         &path,
@@ -51,6 +59,7 @@ endpoints = [{endpoints}]
 wallets = [{{ address = "{HOT}", name = "eth-hot-1" }}]
 tokens = [{tokens}]
 prices = {{ ETH = 3000.0, TT = 1.0 }}
+{extra}
 "#
         ),
     )
@@ -372,4 +381,128 @@ fn e2e_anvil_node_restart_with_its_state_is_survived() {
     assert_eq!(metric(&d, "drainguard_findings_total"), 0.0);
     let (status, _) = d.get("/healthz").unwrap();
     assert_eq!(status, 200);
+}
+
+/// A theft mined at once, seen only in its block (the mempool is not read
+/// here): its block number and hash.
+fn mined_theft(anvil: &Anvil) -> (u64, String) {
+    let hash = anvil
+        .send_tx(HOT, THIEF, "0x56bc75e2d63100000", None)
+        .unwrap();
+    let receipt = anvil.wait_receipt(&hash, Duration::from_secs(10)).unwrap();
+    (quantity_u64(&receipt["blockNumber"]).unwrap(), hash)
+}
+
+const FREEZES: &str = "drainguard_freezes_total";
+
+#[test]
+fn e2e_anvil_a_failed_receipts_request_loses_nothing_and_holds_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut anvil = Anvil::start().unwrap();
+    anvil.wait_ready().unwrap();
+    let proxy = RpcProxy::start(&anvil.http_url()).unwrap();
+    let endpoints = format!(r#"{{ name = "proxied", url = "{}" }}"#, proxy.url());
+    let cfg = config_with(dir.path(), &endpoints, "", "mempool = false");
+    let d = start(&cfg);
+    intent(&d, "wd-1", USER, "1");
+    // The node (through the proxy) fails the receipts of the next block.
+    proxy.fail_next("eth_getBlockReceipts", 1);
+    let (block, hash) = mined_theft(&anvil);
+    // Until the block's events are in, the checkpoint stays below it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, text) = d.get("/metrics").unwrap();
+        assert_eq!(status, 200);
+        let cp = metric_sum(
+            &text,
+            "drainguard_chain_checkpoint_block{chain=\"ethereum\"}",
+        );
+        let included = metric_sum(&text, INCLUDED);
+        assert!(
+            cp < block as f64 || included >= 1.0,
+            "checkpoint {cp} passed block {block} before its transfer was evaluated"
+        );
+        if cp >= block as f64 && metric_sum(&text, FREEZES) >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the block was never processed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(proxy.failed(), 1, "the fault was injected");
+    assert!(
+        d.log()
+            .iter()
+            .any(|l| l.contains("blocks not processed; retrying")),
+        "the failure was retried"
+    );
+    // Exactly once, and the theft is the freeze's evidence.
+    assert_eq!(metric(&d, INCLUDED), 1.0);
+    let store = Store::open(&dir.path().join("state/drainguard.sqlite")).unwrap();
+    let frozen = store.freezes(FreezeFilter::Active).unwrap();
+    assert_eq!(frozen.len(), 1, "{frozen:?}");
+    assert!(format!("{frozen:?}").contains(&hash));
+}
+
+#[test]
+fn e2e_anvil_a_node_without_block_receipts_is_read_per_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut anvil = Anvil::start().unwrap();
+    anvil.wait_ready().unwrap();
+    let proxy = RpcProxy::start(&anvil.http_url()).unwrap();
+    proxy.remove_method("eth_getBlockReceipts");
+    let endpoints = format!(r#"{{ name = "proxied", url = "{}" }}"#, proxy.url());
+    let cfg = config_with(dir.path(), &endpoints, "", "mempool = false");
+    let d = start(&cfg);
+    intent(&d, "wd-1", USER, "1");
+    let (block, _) = mined_theft(&anvil);
+    wait_until("the freeze", Duration::from_secs(30), || {
+        metric(&d, FREEZES) >= 1.0 && checkpoint(&d) >= block as f64
+    });
+    assert_eq!(metric(&d, INCLUDED), 1.0);
+    assert_eq!(proxy.forwarded("eth_getBlockReceipts"), 0);
+    assert!(proxy.forwarded("eth_getTransactionReceipt") >= 1);
+    assert!(
+        d.log()
+            .iter()
+            .any(|l| l.contains("no eth_getBlockReceipts"))
+    );
+}
+
+#[test]
+fn e2e_anvil_websocket_pushes_the_pending_theft_and_the_new_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut anvil = Anvil::builder().no_mining().spawn().unwrap();
+    anvil.wait_ready().unwrap();
+    let endpoints = format!(
+        r#"{{ name = "anvil", url = "{}", ws = "{}" }}"#,
+        anvil.http_url(),
+        anvil.ws_url()
+    );
+    // Polling so slow that only what the socket pushes can be in time.
+    let cfg = config_with(dir.path(), &endpoints, "", "")
+        .to_string_lossy()
+        .into_owned();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("poll_interval = \"100ms\"", "poll_interval = \"60s\"");
+    std::fs::write(&cfg, text).unwrap();
+    let mut d = start(Path::new(&cfg));
+    d.wait_for_log("WebSocket subscriptions up", Duration::from_secs(30))
+        .unwrap();
+    intent(&d, "wd-1", USER, "1");
+    let sent = Instant::now();
+    let hash = anvil
+        .send_tx(HOT, THIEF, "0x56bc75e2d63100000", None)
+        .unwrap();
+    let line = d
+        .wait_for_log("FREEZE raised", Duration::from_secs(10))
+        .unwrap();
+    assert!(line.contains(&hash), "{line}");
+    assert!(sent.elapsed() < Duration::from_secs(10));
+    assert_eq!(anvil.block_number().unwrap(), 0, "frozen while pending");
+    // The block is pushed too: included well before the next poll.
+    anvil.mine(1).unwrap();
+    wait_until("the pushed block", Duration::from_secs(10), || {
+        metric(&d, INCLUDED) >= 1.0
+    });
 }
