@@ -14,10 +14,11 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 use crate::{
-    config::{Action, IntentsMode, Level, Mode, Rule, RuleKind, RuleSet},
+    config::{Action, BlindParams, IntentsMode, Level, Mode, Rule, RuleKind, RuleSet},
     rules::{DestWindow, RuleState},
     state::{
-        Direction, IntentKey, Refs, State, TransferState, WalletIdx, WindowKey, WindowRef, paid_at,
+        Direction, HeadTrack, IntentKey, Refs, State, TransferState, TxKey, WalletIdx, WindowKey,
+        WindowRef, paid_at,
     },
     window::SlidingWindow,
 };
@@ -187,6 +188,14 @@ pub struct Engine {
     has_blind: bool,
     blind_fired: Vec<bool>,
     last_blind_check: Timestamp,
+    /// By chain, the first time a blind check could fire there (see
+    /// [`Engine::blind_due`]), and their minimum: the check runs about
+    /// once a second and nearly always finds nothing, so it is skipped
+    /// until then.
+    blind_due: Vec<i64>,
+    blind_next: i64,
+    /// The indices of the blind rules.
+    blind_rules: Vec<usize>,
 }
 
 /// The pre-signing verdict on one withdrawal intent.
@@ -306,6 +315,13 @@ fn pending(
         freeze_scope,
         evidence_key: subject.key.clone(),
     }
+}
+
+/// The indices of a rule set's blind rules.
+fn blind_rules(rules: &RuleSet) -> Vec<usize> {
+    (0..rules.rules.len())
+        .filter(|&i| matches!(rules.rules[i].kind, RuleKind::Blind(_)))
+        .collect()
 }
 
 /// Fresh per-rule state and shared window specs for a rule set.
@@ -498,6 +514,7 @@ impl Engine {
             .rules
             .iter()
             .any(|r| matches!(r.kind, RuleKind::Blind(_)));
+        let blind_rules = blind_rules(&rules);
         let has_floors = rules
             .rules
             .iter()
@@ -524,6 +541,9 @@ impl Engine {
             has_blind,
             blind_fired: Vec::new(),
             last_blind_check: Timestamp(i64::MIN),
+            blind_due: Vec::new(),
+            blind_next: i64::MAX,
+            blind_rules,
         }
     }
 
@@ -600,6 +620,12 @@ impl Engine {
             self.state.refs[i as usize] = refs;
         }
         self.restore_learned(learned);
+        // New blind rules, or other block times: when a chain could next
+        // be blind is worked out again.
+        self.blind_rules = blind_rules(&self.rules);
+        for c in 0..self.state.heads.len() {
+            self.refresh_blind(c);
+        }
         let now = self.now;
         for (rule, rs) in self.rules.rules.iter().zip(self.rule_state.iter_mut()) {
             match rs {
@@ -814,6 +840,9 @@ impl Engine {
                         summary: format!("{} has a new head again (block {})", h.chain, h.block),
                     }));
                 }
+                if self.has_blind {
+                    self.refresh_blind(usize::from(c));
+                }
             }
         }
         if self.has_blind && event.t.0.saturating_sub(self.last_blind_check.0) >= 1_000_000_000 {
@@ -876,7 +905,7 @@ impl Engine {
     }
 
     fn on_transfer(&mut self, t: Timestamp, tr: &Transfer, found: &mut Vec<Pending>) {
-        let Some(i) = self.state.track(t, tr) else {
+        let Some((i, tx)) = self.state.track(t, tr) else {
             return;
         };
         let s = self.state.slab[i as usize];
@@ -884,7 +913,7 @@ impl Engine {
             Stage::Pending | Stage::Included | Stage::Confirmed => {
                 if !s.counted {
                     if s.direction == Direction::Outflow {
-                        self.count_outflow(t, i, tr, found);
+                        self.count_outflow(t, i, tr, &tx, found);
                     }
                     self.state.slab[i as usize].counted = true;
                 }
@@ -975,15 +1004,20 @@ impl Engine {
 
     /// Counts a newly seen (or re-included) outflow in every window and
     /// judges it, once, against every rule.
-    fn count_outflow(&mut self, t: Timestamp, i: u32, tr: &Transfer, found: &mut Vec<Pending>) {
+    fn count_outflow(
+        &mut self,
+        t: Timestamp,
+        i: u32,
+        tr: &Transfer,
+        tx: &TxKey,
+        found: &mut Vec<Pending>,
+    ) {
         let s = self.state.slab[i as usize];
         let Some(from) = s.from else { return };
         let first_time = !s.judged;
         self.stats.outflows += u64::from(first_time);
         let matched = if first_time {
-            let m = self
-                .state
-                .take_intent(t, &s, &tr.tx_hash, &self.rules.intents);
+            let m = self.state.take_intent(t, &s, tx, &self.rules.intents);
             self.stats.matched += u64::from(m);
             m
         } else {
@@ -1696,6 +1730,85 @@ impl Engine {
     /// times: one finding per outage, re-armed by the next head.
     fn check_blind(&mut self, now: Timestamp, found: &mut Vec<Pending>) {
         self.last_blind_check = now;
+        if now.0 < self.blind_next {
+            return;
+        }
+        self.check_blind_now(now, found);
+        for c in 0..self.state.heads.len() {
+            self.refresh_blind(c);
+        }
+    }
+
+    /// The expected block time of a chain for a blind rule, in
+    /// nanoseconds: configured, else learned once enough heads are seen.
+    fn blind_expected(p: &BlindParams, chain: &Chain, track: &HeadTrack) -> Option<f64> {
+        match p.block_times.iter().find(|(ch, _)| ch == chain) {
+            Some((_, d)) => Some(d.as_nanos() as f64),
+            None if track.intervals.len() >= p.warmup_heads as usize => {
+                Some(track.median_interval() as f64)
+            }
+            None => None,
+        }
+    }
+
+    /// The first time at which [`Engine::check_blind_now`] could find
+    /// chain `c` blind (`i64::MIN`: any time). It fires once
+    /// `(now − last head) as f64 > k × expected`, which cannot hold while
+    /// `now − last head ≤ floor(k × expected)`: an integer at most a
+    /// representable one stays at most it as an `f64`.
+    fn blind_due(&self, c: usize) -> i64 {
+        let (Some(track), Some(chain)) = (self.state.heads.get(c), self.state.chains.get(c)) else {
+            return i64::MAX;
+        };
+        if track.last_t.0 == 0 || self.blind_fired.get(c).copied().unwrap_or(false) {
+            return i64::MAX;
+        }
+        let mut due = i64::MAX;
+        for rule in self
+            .blind_rules
+            .iter()
+            .filter_map(|&r| self.rules.rules.get(r))
+        {
+            let RuleKind::Blind(p) = &rule.kind else {
+                continue;
+            };
+            if !rule.applies_to(chain) {
+                continue;
+            }
+            let Some(expected) = Self::blind_expected(p, chain, track) else {
+                continue;
+            };
+            if expected <= 0.0 {
+                continue;
+            }
+            let limit = (p.k * expected).floor();
+            let at = if (0.0..1e18).contains(&limit) {
+                track.last_t.0.checked_add(limit as i64 + 1)
+            } else {
+                None
+            };
+            due = due.min(at.unwrap_or(i64::MIN));
+        }
+        due
+    }
+
+    /// Recomputes when chain `c` could next be found blind.
+    fn refresh_blind(&mut self, c: usize) {
+        if self.blind_due.len() <= c {
+            self.blind_due.resize(c + 1, i64::MAX);
+        }
+        let (old, new) = (self.blind_due[c], self.blind_due(c));
+        self.blind_due[c] = new;
+        self.blind_next = if new <= self.blind_next {
+            new
+        } else if old == self.blind_next {
+            self.blind_due.iter().copied().min().unwrap_or(i64::MAX)
+        } else {
+            self.blind_next
+        };
+    }
+
+    fn check_blind_now(&mut self, now: Timestamp, found: &mut Vec<Pending>) {
         for rule in &self.rules.rules {
             let RuleKind::Blind(p) = &rule.kind else {
                 continue;
@@ -1708,12 +1821,8 @@ impl Engine {
                 {
                     continue;
                 }
-                let expected = match p.block_times.iter().find(|(ch, _)| ch == chain) {
-                    Some((_, d)) => d.as_nanos() as f64,
-                    None if track.intervals.len() >= p.warmup_heads as usize => {
-                        track.median_interval() as f64
-                    }
-                    None => continue,
+                let Some(expected) = Self::blind_expected(p, chain, track) else {
+                    continue;
                 };
                 let silent = now.0.saturating_sub(track.last_t.0) as f64;
                 if expected <= 0.0 || silent <= p.k * expected {

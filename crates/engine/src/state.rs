@@ -271,13 +271,13 @@ impl IntentBook {
         &mut self,
         now: Timestamp,
         key: IntentKey,
-        tx: &TxHash,
+        tx: &TxKey,
         amount: Amount,
         m: &IntentMatching,
     ) -> bool {
         let live = |i: &OpenIntent| !i.used && i.t <= now && now <= i.t.plus(m.match_window);
         if !self.by_hash.is_empty()
-            && let Some((hkey, serial)) = self.by_hash.remove(&(key.0, TxKey::of(tx)))
+            && let Some((hkey, serial)) = self.by_hash.remove(&(key.0, tx.clone()))
             && let Some(i) = self
                 .by_fields
                 .get_mut(&hkey)
@@ -435,6 +435,11 @@ pub(crate) struct State {
     pub(crate) slab: Vec<TransferState>,
     /// Each tracked transfer's entries in the windows, for retraction.
     pub(crate) refs: Vec<Refs>,
+    /// Each slab entry's key hash, to find its table entry when pruned.
+    hashes: Vec<u64>,
+    /// Tracked transfers by first sight, oldest first: pruning takes them
+    /// off the front instead of scanning every tracked transfer.
+    by_age: VecDeque<u32>,
     free: Vec<u32>,
     /// When each address was first paid by a hot wallet, in seconds since
     /// [`PAID_EPOCH`] plus one (0: never); four bytes an address.
@@ -696,14 +701,15 @@ impl State {
     }
 
     /// Looks a transfer record up, creating its state on first sight; the
-    /// index of its state, or `None` for a retraction of something never
-    /// seen.
-    pub(crate) fn track(&mut self, t: Timestamp, tr: &Transfer) -> Option<u32> {
+    /// index of its state and its hash as a key (decoded once per record:
+    /// intent matching reads it too), or `None` for a retraction of
+    /// something never seen.
+    pub(crate) fn track(&mut self, t: Timestamp, tr: &Transfer) -> Option<(u32, TxKey)> {
         let chain = self.chain_id(&tr.chain);
         let key = (chain, TxKey::of(&tr.tx_hash), tr.index);
         let h = self.transfer_hasher.hash_one(&key);
         if let Some((_, i)) = self.transfers.find(h, |(k, _)| *k == key) {
-            return Some(*i);
+            return Some((*i, key.1));
         }
         if tr.stage == Stage::Retracted || self.is_retired(h) {
             // A retraction of something never seen, or a late record of a
@@ -753,18 +759,31 @@ impl State {
         let i = match self.free.pop() {
             Some(i) => {
                 self.slab[i as usize] = state;
+                self.hashes[i as usize] = h;
                 i
             }
             None => {
                 self.slab.push(state);
                 self.refs.push(Refs::new());
+                self.hashes.push(h);
                 u32::try_from(self.slab.len() - 1).unwrap_or(u32::MAX)
             }
         };
+        // Records nearly always come in time order: then this appends.
+        let slab = &self.slab;
+        let at = self.by_age.len()
+            - self
+                .by_age
+                .iter()
+                .rev()
+                .take_while(|&&j| slab[j as usize].first_seen > t)
+                .count();
+        self.by_age.insert(at, i);
         let hasher = &self.transfer_hasher;
+        let tx = key.1.clone();
         self.transfers
             .insert_unique(h, (key, i), |(k, _)| hasher.hash_one(k));
-        Some(i)
+        Some((i, tx))
     }
 
     /// The dense ids of an intent's chain, wallet, destination and asset,
@@ -787,7 +806,7 @@ impl State {
         &mut self,
         now: Timestamp,
         s: &TransferState,
-        tx: &TxHash,
+        tx: &TxKey,
         m: &IntentMatching,
     ) -> bool {
         s.from_addr.is_some_and(|from| {
@@ -817,19 +836,21 @@ impl State {
         {
             self.retired.pop_front();
         }
-        let (slab, refs, free) = (&self.slab, &mut self.refs, &mut self.free);
-        let (hasher, retired) = (&self.transfer_hasher, &mut self.retired);
-        self.transfers.retain(|(key, i)| {
-            let keep = slab[*i as usize].first_seen >= cutoff;
-            if !keep {
-                refs[*i as usize] = Refs::new();
-                free.push(*i);
-                if let Some((_, set)) = retired.back_mut() {
-                    set.insert(hasher.hash_one(&*key));
-                }
+        while let Some(&i) = self.by_age.front() {
+            if self.slab[i as usize].first_seen >= cutoff {
+                break;
             }
-            keep
-        });
+            self.by_age.pop_front();
+            let h = self.hashes[i as usize];
+            if let Ok(entry) = self.transfers.find_entry(h, |(_, j)| *j == i) {
+                entry.remove();
+            }
+            self.refs[i as usize] = Refs::new();
+            self.free.push(i);
+            if let Some((_, set)) = self.retired.back_mut() {
+                set.insert(h);
+            }
+        }
         self.intents.prune(now, m);
     }
 
