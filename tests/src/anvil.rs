@@ -553,6 +553,49 @@ impl Anvil {
             .with_context(|| format!("{method}: HTTP {status}, no result: {text}"))
     }
 
+    /// Several JSON-RPC calls in one batch request: each call's `result`,
+    /// in order, or an error naming the first call that failed.
+    pub fn rpc_batch(&self, calls: &[(&str, Value)]) -> anyhow::Result<Vec<Value>> {
+        let first = self
+            .next_id
+            .fetch_add(calls.len() as u64, Ordering::Relaxed);
+        let body: Vec<Value> = calls
+            .iter()
+            .zip(first..)
+            .map(|((method, params), id)| {
+                json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+            })
+            .collect();
+        let mut resp = self
+            .agent
+            .post(&self.http_url())
+            .header("content-type", "application/json")
+            .send(Value::Array(body).to_string())
+            .context("batch: POST")?;
+        let text = resp.body_mut().read_to_string()?;
+        let answers: Vec<Value> = serde_json::from_str(&text)
+            .with_context(|| format!("batch: not a JSON array: {text}"))?;
+        let mut by_id: std::collections::HashMap<u64, Value> = answers
+            .into_iter()
+            .filter_map(|a| Some((a.get("id")?.as_u64()?, a)))
+            .collect();
+        calls
+            .iter()
+            .zip(first..)
+            .map(|((method, _), id)| {
+                let a = by_id
+                    .remove(&id)
+                    .with_context(|| format!("batch: no answer to {method}"))?;
+                if let Some(err) = a.get("error") {
+                    bail!("{method} failed: {err}");
+                }
+                a.get("result")
+                    .cloned()
+                    .with_context(|| format!("batch: {method}: no result"))
+            })
+            .collect()
+    }
+
     /// One JSON-RPC call over HTTP: its `result`, or an error carrying the
     /// node's message if the response has an `error` member.
     pub fn rpc(&self, method: &str, params: Value) -> anyhow::Result<Value> {

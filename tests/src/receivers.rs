@@ -261,6 +261,8 @@ pub struct WebhookDelivery {
     pub body: Value,
     /// Whether this delivery applied its key; false for a duplicate.
     pub applied: bool,
+    /// When it arrived (verified), for latency measurements.
+    pub received: Instant,
 }
 
 /// How to start a [`WebhookReceiver`].
@@ -454,6 +456,7 @@ impl WebhookState {
                     key: key.clone(),
                     body,
                     applied,
+                    received: Instant::now(),
                 });
                 let status = if applied { "applied" } else { "duplicate" };
                 (StatusCode::OK, Json(json!({"status": status, "key": key}))).into_response()

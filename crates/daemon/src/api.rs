@@ -33,6 +33,19 @@ pub(crate) struct Health {
     pub(crate) engine_running: AtomicBool,
     /// The last store write succeeded.
     pub(crate) store_writable: AtomicBool,
+    /// Each chain watcher's "caught up with its node's head".
+    pub(crate) watchers: std::sync::Mutex<Vec<(String, Arc<AtomicBool>)>>,
+}
+
+impl Health {
+    /// Whether every chain watcher has caught up (true with none).
+    fn watchers_synced(&self) -> bool {
+        self.watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .all(|(_, synced)| synced.load(Ordering::SeqCst))
+    }
 }
 
 /// The largest request body accepted (413 above it).
@@ -215,6 +228,7 @@ async fn readyz(State(s): State<ApiState>) -> Response {
             "store_writable",
             s.health.store_writable.load(Ordering::SeqCst),
         ),
+        ("watchers_synced", s.health.watchers_synced()),
     ];
     let ready = checks.iter().all(|(_, ok)| *ok);
     let body: serde_json::Map<String, serde_json::Value> = checks

@@ -263,7 +263,14 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("source.evm {}", src.chain.name))?;
         // Resume after the last block whose events are evaluated and durable.
         let resume = evm_resume.get(src.chain.name.as_str()).cloned();
-        let watcher = drainguard_evm::EvmWatcher::new(src.chain.clone(), src.watched.clone(), pool);
+        let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        health
+            .watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((src.chain.name.to_string(), synced.clone()));
+        let watcher = drainguard_evm::EvmWatcher::new(src.chain.clone(), src.watched.clone(), pool)
+            .with_synced(synced);
         let (bus, token) = (bus_tx.clone(), shutdown.child_token());
         let prices = src.prices.clone();
         tasks::spawn(&mut sources, "source.evm", async move {

@@ -70,10 +70,20 @@ fn word_u256(w: &[u8]) -> Option<U256> {
     (w.len() >= 32).then(|| U256::from_be_slice(&w[..32]))
 }
 
+/// Whether a transaction concerns a watched wallet directly (sent by it,
+/// or to it): its whole body is then needed, for the native value and the
+/// calldata. Everything else a block says is in the receipts.
+pub fn needs_body(watched: &Watched, receipt: &TransactionReceipt) -> bool {
+    watched.is_wallet(&receipt.from) || receipt.to.is_some_and(|to| watched.is_wallet(&to))
+}
+
 /// Events of one block for the watched wallets, in transaction order:
 /// each transfer, approval or admin change, stage `included`.
 ///
-/// Every transaction must have its receipt, from this very block: an
+/// The block may carry its transactions whole or by hash; `bodies` has the
+/// whole transactions the receipts say concern a watched wallet
+/// ([`needs_body`]) when the block does not. Every transaction must have its
+/// receipt, from this very block, and every body needed must be there: an
 /// answer that lacks one (a node mid-reorg, a load balancer mixing two
 /// nodes) is an error to retry, never a transaction silently skipped.
 pub fn block_events(
@@ -81,13 +91,18 @@ pub fn block_events(
     watched: &Watched,
     block: &Block,
     receipts: &[TransactionReceipt],
+    bodies: &HashMap<TxHash256, Transaction>,
 ) -> Result<Vec<EventKind>, EvmError> {
     let number = block.header.number;
     let by_hash: HashMap<TxHash256, &TransactionReceipt> =
         receipts.iter().map(|r| (r.transaction_hash, r)).collect();
+    let in_block: HashMap<TxHash256, &Transaction> = block
+        .transactions
+        .txns()
+        .map(|t| (*t.inner.tx_hash(), t))
+        .collect();
     let mut out = Vec::new();
-    for tx in block.transactions.txns() {
-        let hash = *tx.inner.tx_hash();
+    for hash in block.transactions.hashes() {
         let receipt = by_hash.get(&hash).ok_or_else(|| {
             EvmError::Malformed(format!(
                 "block {number}: no receipt for transaction {hash:#x}"
@@ -101,14 +116,25 @@ pub fn block_events(
         if !receipt.status() {
             continue;
         }
-        out.extend(native_transfer(
-            chain,
-            watched,
-            tx,
-            Stage::Included,
-            Some(number),
-        ));
-        out.extend(delegatecall(chain, watched, tx));
+        if needs_body(watched, receipt) {
+            let tx = in_block
+                .get(&hash)
+                .copied()
+                .or_else(|| bodies.get(&hash))
+                .ok_or_else(|| {
+                    EvmError::Malformed(format!(
+                        "block {number}: transaction {hash:#x} of a watched wallet not read"
+                    ))
+                })?;
+            out.extend(native_transfer(
+                chain,
+                watched,
+                tx,
+                Stage::Included,
+                Some(number),
+            ));
+            out.extend(delegatecall(chain, watched, tx));
+        }
         // Token transfers of a transaction are numbered 1, 2, ... in log
         // order, the way a pending transaction's decoded calldata is: the
         // pending and the included record of one transfer share a key.
@@ -127,11 +153,10 @@ pub fn block_events(
 /// a fee (a reverted transaction too): their native balance after it is
 /// read from the node, since the fee (with an L2's data fee) is not a
 /// transfer.
-pub fn fee_payers(watched: &Watched, block: &Block) -> Vec<EvmAddress> {
-    let mut payers: Vec<EvmAddress> = block
-        .transactions
-        .txns()
-        .map(|tx| tx.inner.signer())
+pub fn fee_payers(watched: &Watched, receipts: &[TransactionReceipt]) -> Vec<EvmAddress> {
+    let mut payers: Vec<EvmAddress> = receipts
+        .iter()
+        .map(|r| r.from)
         .filter(|from| watched.is_wallet(from))
         .collect();
     payers.sort_unstable();

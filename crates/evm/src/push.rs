@@ -32,6 +32,16 @@ pub(crate) enum Push {
     Hash(B256),
 }
 
+impl Push {
+    fn kind(&self) -> &'static str {
+        match self {
+            Push::Head(_) => "head",
+            Push::Tx(_) => "pending transaction",
+            Push::Hash(_) => "pending hash",
+        }
+    }
+}
+
 /// Whether the socket's pending-transaction subscription is up: the HTTP
 /// mempool filter is then redundant.
 #[derive(Debug, Clone, Default)]
@@ -157,6 +167,7 @@ async fn session(
                 Err(RecvError::Closed) => return Ok(Ended::Dropped),
             },
         };
+        tracing::debug!(message = "pushed", chain, what = push.kind());
         if to.send(push).await.is_err() {
             return Ok(Ended::Cancelled);
         }

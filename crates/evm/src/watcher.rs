@@ -11,25 +11,31 @@
 //! carries on underneath as the fallback.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     io::IsTerminal as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use alloy::{
     eips::{BlockId, BlockNumberOrTag},
     network::TransactionResponse as _,
-    primitives::{Address as EvmAddress, B256, U256},
+    primitives::{Address as EvmAddress, B256, Bytes, U256},
     providers::Provider,
     rpc::{
         client::BatchRequest,
-        json_rpc::RpcError,
+        json_rpc::{ErrorPayload, RpcError, RpcRecv, RpcSend},
         types::{Block, Transaction, TransactionReceipt},
     },
     transports::TransportErrorKind,
 };
 use drainguard_bus::{BusSender, Position};
-use drainguard_model::{Amount, BalanceObs, Event, EventKind, Head, Stage, Timestamp, WalletDecl};
+use drainguard_model::{
+    Amount, Asset, BalanceObs, Event, EventKind, Head, Stage, Timestamp, WalletDecl,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +63,7 @@ struct Read {
     hash: B256,
     timestamp: u64,
     events: Vec<EventKind>,
-    balances: Vec<(EvmAddress, U256)>,
+    balances: Vec<BalanceObs>,
 }
 
 /// The watcher of one chain.
@@ -72,18 +78,25 @@ pub struct EvmWatcher {
     /// Whether the node answers `eth_getBlockReceipts`; when it does not,
     /// receipts are asked one transaction at a time (in one batch).
     block_receipts: bool,
+    /// Wallets whose balances the node could not say at the start.
+    unknown: Vec<EvmAddress>,
+    /// Set while the watcher is within a batch of its node's head (for
+    /// `/readyz`).
+    synced: Arc<AtomicBool>,
 }
 
 fn now() -> Timestamp {
     Timestamp::now()
 }
 
+/// Calls sent in one JSON-RPC batch request; larger sets go as several
+/// requests at once.
+const BATCH_CALLS: usize = 50;
+
 /// Whether a JSON-RPC error says the node has no such method.
-fn unsupported(e: &RpcError<TransportErrorKind>) -> bool {
-    e.as_error_resp().is_some_and(|p| {
-        let m = p.message.to_ascii_lowercase();
-        p.code == -32601 || m.contains("not supported") || m.contains("not found")
-    })
+fn unsupported(p: &ErrorPayload) -> bool {
+    let m = p.message.to_ascii_lowercase();
+    p.code == -32601 || m.contains("not supported") || m.contains("does not exist")
 }
 
 impl EvmWatcher {
@@ -97,7 +110,16 @@ impl EvmWatcher {
             pending_filter: None,
             pending_seen: HashSet::new(),
             block_receipts: true,
+            unknown: Vec::new(),
+            synced: Arc::default(),
         }
+    }
+
+    /// Shares the watcher's "caught up" flag.
+    #[must_use]
+    pub fn with_synced(mut self, synced: Arc<AtomicBool>) -> EvmWatcher {
+        self.synced = synced;
+        self
     }
 
     async fn send<C>(
@@ -113,74 +135,103 @@ impl EvmWatcher {
 
     /// Declares the watched wallets with their balances as of block `at`,
     /// the last block before the first one read: the engine then applies
-    /// every later transfer exactly once.
+    /// every later transfer exactly once. A node that no longer has that
+    /// block's state (a pruned node, a checkpoint far behind) cannot say
+    /// them: those wallets are declared without, and their balances are
+    /// read after the first batch of blocks, as of its last block.
     async fn declare<C>(&mut self, bus: &BusSender<C>, at: u64) -> Result<(), EvmError> {
         let wallets: Vec<_> = self
             .watched
             .wallets()
             .map(|(a, (n, r))| (*a, n.clone(), *r))
             .collect();
+        let addresses: Vec<EvmAddress> = wallets.iter().map(|(a, _, _)| *a).collect();
+        let mut held = self.holdings(&addresses, BlockId::number(at)).await?;
+        self.unknown.clear();
         for (address, name, role) in wallets {
-            let balance = self
-                .pool
-                .call("eth_getBalance", |p| async move {
-                    p.get_balance(address).number(at).await
-                })
-                .await?;
-            let addr = decode::address(&address);
-            let mut balances = vec![BalanceObs {
-                chain: self.chain.name.clone(),
-                wallet: addr.clone(),
-                asset: self.watched.native.clone(),
-                amount: Amount(balance),
-                decimals: self.watched.native_decimals,
-            }];
-            // Each known token's balance too: the share rules measure a
-            // token drain against it.
-            let tokens: Vec<_> = self
-                .watched
-                .tokens()
-                .map(|(a, (sym, d))| (*a, sym.clone(), *d))
-                .collect();
-            for (token, symbol, decimals) in tokens {
-                let data = format!("0x70a08231{:0>64}", hex::encode(address.as_slice()));
-                let params = serde_json::json!([
-                    {"to": format!("{token:#x}"), "data": data},
-                    format!("{at:#x}")
-                ]);
-                let answer: alloy::primitives::Bytes = self
-                    .pool
-                    .call("eth_call balanceOf", |p| {
-                        let params = params.clone();
-                        async move { p.raw_request("eth_call".into(), params).await }
-                    })
-                    .await?;
-                let amount = (answer.len() == 32)
-                    .then(|| U256::from_be_slice(&answer))
-                    .ok_or_else(|| {
-                        EvmError::Malformed(format!(
-                            "balanceOf of token {token:#x} answered {} bytes, not 32",
-                            answer.len()
-                        ))
-                    })?;
-                balances.push(BalanceObs {
-                    chain: self.chain.name.clone(),
-                    wallet: addr.clone(),
-                    asset: symbol,
-                    amount: Amount(amount),
-                    decimals,
-                });
+            let (balances, unknown): (Vec<_>, Vec<_>) = held
+                .remove(&address)
+                .unwrap_or_default()
+                .into_iter()
+                .partition(Option::is_some);
+            if !unknown.is_empty() {
+                self.unknown.push(address);
             }
             let decl = WalletDecl {
                 chain: self.chain.name.clone(),
-                address: addr,
+                address: decode::address(&address),
                 name,
                 role,
-                balances,
+                balances: balances.into_iter().flatten().collect(),
             };
             self.send(bus, EventKind::Wallet(decl), None).await?;
         }
+        if !self.unknown.is_empty() {
+            tracing::warn!(message = "the node has no state at the block before the first one read (a pruned node?): balances are read after the first batch", chain = %self.chain.name, block = at, wallets = self.unknown.len());
+        }
         Ok(())
+    }
+
+    /// Each wallet's balance of the native asset and of every known token
+    /// as of `at`; `None` where the node does not have that block's state.
+    async fn holdings(
+        &mut self,
+        wallets: &[EvmAddress],
+        at: BlockId,
+    ) -> Result<HashMap<EvmAddress, Vec<Option<BalanceObs>>>, EvmError> {
+        let native: Vec<Result<U256, _>> = self
+            .batch(
+                "eth_getBalance",
+                wallets.iter().map(|w| (*w, at)).collect(),
+                |_| true,
+            )
+            .await?;
+        let tokens: Vec<(EvmAddress, Asset, u8)> = self
+            .watched
+            .tokens()
+            .map(|(a, (sym, d))| (*a, sym.clone(), *d))
+            .collect();
+        let mut calls = Vec::new();
+        for w in wallets {
+            for (token, _, _) in &tokens {
+                // balanceOf(address)
+                let data = format!("0x70a08231{:0>64}", hex::encode(w.as_slice()));
+                calls.push((serde_json::json!({"to": token, "data": data}), at));
+            }
+        }
+        let answers: Vec<Result<Bytes, _>> = self.batch("eth_call", calls, |_| true).await?;
+        let mut answers = answers.into_iter();
+        let mut out = HashMap::new();
+        for (w, n) in wallets.iter().zip(native) {
+            let obs = |asset: Asset, decimals: u8, amount: U256| BalanceObs {
+                chain: self.chain.name.clone(),
+                wallet: decode::address(w),
+                asset,
+                amount: Amount(amount),
+                decimals,
+            };
+            let mut held = vec![
+                n.ok()
+                    .map(|n| obs(self.watched.native.clone(), self.watched.native_decimals, n)),
+            ];
+            for (token, symbol, decimals) in &tokens {
+                let answer = answers.next().and_then(Result::ok);
+                held.push(match answer {
+                    Some(b) if b.len() == 32 => {
+                        Some(obs(symbol.clone(), *decimals, U256::from_be_slice(&b)))
+                    }
+                    Some(b) => {
+                        return Err(EvmError::Malformed(format!(
+                            "balanceOf of token {token:#x} answered {} bytes, not 32",
+                            b.len()
+                        )));
+                    }
+                    None => None,
+                });
+            }
+            out.insert(*w, held);
+        }
+        Ok(out)
     }
 
     /// Waits before retrying a call every endpoint failed; `false` when
@@ -276,6 +327,7 @@ impl EvmWatcher {
         tracing::info!(message = "EVM watcher following", chain = %name, from_block = next, head, endpoint = %self.pool.active());
 
         let mut known_head = Some(head);
+        let mut failures = 0u32;
         loop {
             if token.is_cancelled() {
                 return Ok(());
@@ -290,6 +342,7 @@ impl EvmWatcher {
                     }
                 },
             };
+            let mut behind = false;
             if let Some(head) = head {
                 if let Some(m) = self.pool.metrics() {
                     let h = i64::try_from(head).unwrap_or(i64::MAX);
@@ -298,9 +351,14 @@ impl EvmWatcher {
                 match self.catch_up(&mut next, head, &bus, &token).await {
                     Err(EvmError::BusClosed) => return Ok(()),
                     Err(e) => {
-                        tracing::error!(message = "blocks not processed; retrying", chain = %name, block = next, error = %e);
+                        failures += 1;
+                        behind = true;
+                        tracing::error!(message = "blocks not processed; retrying", chain = %name, block = next, failures, error = %e);
                     }
-                    Ok(()) => {}
+                    Ok(()) => {
+                        failures = 0;
+                        behind = next <= head;
+                    }
                 }
             }
             if self.chain.mempool
@@ -315,7 +373,17 @@ impl EvmWatcher {
             }
             // Wait for the next poll, a pushed head, or pushed pending
             // transactions (judged at once).
-            let deadline = tokio::time::Instant::now() + self.chain.poll_interval;
+            // A head pushed before the node serves its block, or an answer
+            // caught mid-update (a transaction not yet shown in its block),
+            // is asked again soon rather than a poll interval later; failing
+            // again, less and less soon.
+            let wait = if behind {
+                let soon = Duration::from_millis(20) * 2u32.pow(failures.saturating_sub(1).min(8));
+                self.chain.poll_interval.min(soon)
+            } else {
+                self.chain.poll_interval
+            };
+            let deadline = tokio::time::Instant::now() + wait;
             loop {
                 tokio::select! {
                     () = token.cancelled() => return Ok(()),
@@ -362,10 +430,14 @@ impl EvmWatcher {
         bus: &BusSender<C>,
         token: &CancellationToken,
     ) -> Result<(), EvmError> {
+        let batch = self.chain.batch_blocks.max(1);
+        // Ready means within a batch of the head: a live chain is always a
+        // block or so behind between two heads.
+        self.synced
+            .store(head.saturating_sub(*next) < batch, Ordering::SeqCst);
         if *next > head {
             return Ok(());
         }
-        let batch = self.chain.batch_blocks.max(1);
         let from = *next;
         let behind = head - from + 1;
         let started = Instant::now();
@@ -400,6 +472,8 @@ impl EvmWatcher {
         if let Some(b) = bar {
             b.finish_and_clear();
         }
+        self.synced
+            .store(head.saturating_sub(*next) < batch, Ordering::SeqCst);
         let done = next.saturating_sub(from);
         if done > batch {
             let seconds = started.elapsed().as_secs_f64();
@@ -419,7 +493,9 @@ impl EvmWatcher {
         head: u64,
         bus: &BusSender<C>,
     ) -> Result<u64, EvmError> {
+        let t0 = Instant::now();
         let mut blocks = self.blocks(from, to).await?;
+        let t_blocks = t0.elapsed();
         // Keep the run of blocks that extend what was processed.
         let mut parent = self
             .recent
@@ -442,12 +518,18 @@ impl EvmWatcher {
             return Ok(from);
         };
         let receipts = self.receipts(&blocks).await?;
-        let mut payers = Vec::new();
+        let t_receipts = t0.elapsed();
+        let bodies = self.bodies(&blocks, &receipts).await?;
+        let t_bodies = t0.elapsed();
+        // Each fee payer's balance after the last block of the range it
+        // paid in: one read per wallet and range.
+        let mut last_paid: HashMap<EvmAddress, B256> = HashMap::new();
         let mut read = Vec::with_capacity(blocks.len());
         for (block, receipts) in blocks.iter().zip(&receipts) {
-            let events = decode::block_events(&self.chain.name, &self.watched, block, receipts)?;
-            for p in decode::fee_payers(&self.watched, block) {
-                payers.push((block.header.hash, p));
+            let events =
+                decode::block_events(&self.chain.name, &self.watched, block, receipts, &bodies)?;
+            for p in decode::fee_payers(&self.watched, receipts) {
+                last_paid.insert(p, block.header.hash);
             }
             read.push(Read {
                 number: block.header.number,
@@ -457,18 +539,52 @@ impl EvmWatcher {
                 balances: Vec::new(),
             });
         }
+        let t_decode = t0.elapsed();
+        let payers: Vec<(B256, EvmAddress)> = last_paid.into_iter().map(|(w, b)| (b, w)).collect();
         let balances = self.balances(&payers).await?;
         for ((hash, wallet), balance) in payers.into_iter().zip(balances) {
-            if let Some(r) = read.iter_mut().find(|r| r.hash == hash) {
-                r.balances.push((wallet, balance));
+            if let (Some(r), Some(balance)) = (read.iter_mut().find(|r| r.hash == hash), balance) {
+                r.balances.push(BalanceObs {
+                    chain: self.chain.name.clone(),
+                    wallet: decode::address(&wallet),
+                    asset: self.watched.native.clone(),
+                    amount: Amount(balance),
+                    decimals: self.watched.native_decimals,
+                });
             }
         }
+        // Balances the node could not say at the start, as of this batch's
+        // last block (recent, so its state is there).
+        if !self.unknown.is_empty()
+            && let Some(r) = read.last_mut()
+        {
+            let wallets = std::mem::take(&mut self.unknown);
+            let held = self.holdings(&wallets, BlockId::hash(r.hash)).await?;
+            for (wallet, held) in held {
+                if held.iter().any(Option::is_none) {
+                    self.unknown.push(wallet);
+                }
+                r.balances.extend(held.into_iter().flatten());
+            }
+        }
+        let t_balances = t0.elapsed();
         for r in read {
             // The checkpoint moves once a batch: one durable write per
             // batch while catching up, one per block when following.
             let checkpoint = r.number == last;
             self.emit(r, head, checkpoint, bus).await?;
         }
+        tracing::debug!(
+            message = "range",
+            from,
+            last,
+            blocks_ms = t_blocks.as_secs_f64() * 1e3,
+            receipts_ms = t_receipts.as_secs_f64() * 1e3,
+            bodies_ms = t_bodies.as_secs_f64() * 1e3,
+            decode_ms = t_decode.as_secs_f64() * 1e3,
+            balances_ms = t_balances.as_secs_f64() * 1e3,
+            emit_ms = t0.elapsed().as_secs_f64() * 1e3
+        );
         Ok(last + 1)
     }
 
@@ -485,15 +601,9 @@ impl EvmWatcher {
         }
         // A fee is not a transfer: the node's balance after the block says
         // what the wallet holds.
-        for (wallet, balance) in &r.balances {
-            let obs = BalanceObs {
-                chain: self.chain.name.clone(),
-                wallet: decode::address(wallet),
-                asset: self.watched.native.clone(),
-                amount: Amount(*balance),
-                decimals: self.watched.native_decimals,
-            };
-            self.send(bus, EventKind::Balance(obs), None).await?;
+        for obs in &r.balances {
+            self.send(bus, EventKind::Balance(obs.clone()), None)
+                .await?;
         }
         let number = r.number;
         self.recent.push_back(Seen {
@@ -567,31 +677,69 @@ impl EvmWatcher {
             .await
     }
 
-    /// Blocks `from..=to` with their transactions, in one batch; stops at
-    /// the first the node does not have.
-    async fn blocks(&mut self, from: u64, to: u64) -> Result<Vec<Block>, EvmError> {
-        let got: Vec<Option<Block>> = self
-            .pool
-            .call("eth_getBlockByNumber", |p| async move {
-                let mut batch = BatchRequest::new(p.client());
-                let mut waiters = Vec::new();
-                for n in from..=to {
-                    waiters.push(batch.add_call::<_, Option<Block>>(
-                        "eth_getBlockByNumber",
-                        &(BlockNumberOrTag::Number(n), true),
-                    )?);
+    /// One JSON-RPC method called with each of `params`, in batches of
+    /// [`BATCH_CALLS`] sent at once (a node serves them on several cores):
+    /// each call's result, or its error where `tolerated` accepts it. Any
+    /// other error fails the whole call, which then goes to the next
+    /// endpoint.
+    async fn batch<P, R>(
+        &mut self,
+        method: &'static str,
+        params: Vec<P>,
+        tolerated: fn(&ErrorPayload) -> bool,
+    ) -> Result<Vec<Result<R, ErrorPayload>>, EvmError>
+    where
+        P: RpcSend + Clone + 'static,
+        R: RpcRecv,
+    {
+        if params.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.pool
+            .call(method, |p| {
+                let params = params.clone();
+                async move {
+                    let chunks = params.chunks(BATCH_CALLS).map(|chunk| {
+                        let p = p.clone();
+                        async move {
+                            let mut batch = BatchRequest::new(p.client());
+                            let mut waiters = Vec::with_capacity(chunk.len());
+                            for one in chunk {
+                                waiters.push(batch.add_call::<_, R>(method, one)?);
+                            }
+                            batch.send().await?;
+                            let mut out = Vec::with_capacity(waiters.len());
+                            for w in waiters {
+                                out.push(match w.await {
+                                    Ok(r) => Ok(r),
+                                    Err(RpcError::ErrorResp(e)) if tolerated(&e) => Err(e),
+                                    Err(e) => return Err(e),
+                                });
+                            }
+                            Ok::<_, RpcError<TransportErrorKind>>(out)
+                        }
+                    });
+                    let done = futures_util::future::try_join_all(chunks).await?;
+                    Ok::<_, RpcError<TransportErrorKind>>(done.into_iter().flatten().collect())
                 }
-                batch.send().await?;
-                let mut out = Vec::with_capacity(waiters.len());
-                for w in waiters {
-                    out.push(w.await?);
-                }
-                Ok::<_, RpcError<TransportErrorKind>>(out)
             })
+            .await
+    }
+
+    /// Blocks `from..=to` with their transaction hashes; stops at the
+    /// first the node does not have. (Whole transactions are read only
+    /// where a receipt says a watched wallet is in them: a node's full
+    /// blocks cost several times more.)
+    async fn blocks(&mut self, from: u64, to: u64) -> Result<Vec<Block>, EvmError> {
+        let params: Vec<_> = (from..=to)
+            .map(|n| (BlockNumberOrTag::Number(n), false))
+            .collect();
+        let got: Vec<Result<Option<Block>, _>> = self
+            .batch("eth_getBlockByNumber", params, |_| false)
             .await?;
         let mut blocks = Vec::with_capacity(got.len());
         for (n, b) in (from..=to).zip(got) {
-            let Some(b) = b else { break };
+            let Ok(Some(b)) = b else { break };
             if b.header.number != n {
                 return Err(EvmError::Malformed(format!(
                     "asked for block {n}, got block {}",
@@ -610,127 +758,109 @@ impl EvmWatcher {
         &mut self,
         blocks: &[Block],
     ) -> Result<Vec<Vec<TransactionReceipt>>, EvmError> {
-        let with_txs: Vec<B256> = blocks
+        let with_txs: Vec<&Block> = blocks
             .iter()
             .filter(|b| !b.transactions.is_empty())
-            .map(|b| b.header.hash)
             .collect();
-        let mut by_block: Option<Vec<Option<Vec<TransactionReceipt>>>> = None;
+        let mut got: HashMap<B256, Vec<TransactionReceipt>> = HashMap::new();
         if self.block_receipts && !with_txs.is_empty() {
-            let hashes = with_txs.clone();
-            by_block = self
-                .pool
-                .call("eth_getBlockReceipts", |p| {
-                    let hashes = hashes.clone();
-                    async move {
-                        let mut batch = BatchRequest::new(p.client());
-                        let mut waiters = Vec::new();
-                        for h in &hashes {
-                            waiters.push(batch.add_call::<_, Option<Vec<TransactionReceipt>>>(
-                                "eth_getBlockReceipts",
-                                &(BlockId::hash(*h),),
-                            )?);
-                        }
-                        batch.send().await?;
-                        let mut out = Vec::with_capacity(waiters.len());
-                        for w in waiters {
-                            match w.await {
-                                Ok(r) => out.push(r),
-                                Err(e) if unsupported(&e) => return Ok(None),
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        Ok(Some(out))
-                    }
-                })
+            let params: Vec<_> = with_txs
+                .iter()
+                .map(|b| (BlockId::hash(b.header.hash),))
+                .collect();
+            let answers: Vec<Result<Option<Vec<TransactionReceipt>>, _>> = self
+                .batch("eth_getBlockReceipts", params, unsupported)
                 .await?;
-            if by_block.is_none() {
+            if answers.iter().any(Result::is_err) {
                 tracing::warn!(message = "the node has no eth_getBlockReceipts; asking receipts one transaction at a time", chain = %self.chain.name);
                 self.block_receipts = false;
-            }
-        }
-        let mut by_block = by_block.map(Vec::into_iter);
-        let mut out = Vec::with_capacity(blocks.len());
-        for b in blocks {
-            if b.transactions.is_empty() {
-                out.push(Vec::new());
-                continue;
-            }
-            let receipts = match by_block.as_mut() {
-                Some(it) => it.next().flatten(),
-                None => Some(self.tx_receipts(b).await?),
-            };
-            out.push(receipts.ok_or_else(|| {
-                EvmError::Malformed(format!(
-                    "no receipts for block {} {:#x} (reorganized away?)",
-                    b.header.number, b.header.hash
-                ))
-            })?);
-        }
-        Ok(out)
-    }
-
-    /// The receipts of one block's transactions, one call each in a batch.
-    async fn tx_receipts(&mut self, block: &Block) -> Result<Vec<TransactionReceipt>, EvmError> {
-        let hashes: Vec<B256> = block.transactions.hashes().collect();
-        let got: Vec<Option<TransactionReceipt>> = self
-            .pool
-            .call("eth_getTransactionReceipt", |p| {
-                let hashes = hashes.clone();
-                async move {
-                    let mut batch = BatchRequest::new(p.client());
-                    let mut waiters = Vec::new();
-                    for h in &hashes {
-                        waiters.push(batch.add_call::<_, Option<TransactionReceipt>>(
-                            "eth_getTransactionReceipt",
-                            &(*h,),
-                        )?);
+            } else {
+                for (b, r) in with_txs.iter().zip(answers) {
+                    if let Ok(Some(r)) = r {
+                        got.insert(b.header.hash, r);
                     }
-                    batch.send().await?;
-                    let mut out = Vec::with_capacity(waiters.len());
-                    for w in waiters {
-                        out.push(w.await?);
-                    }
-                    Ok::<_, RpcError<TransportErrorKind>>(out)
                 }
-            })
-            .await?;
-        got.into_iter()
-            .zip(&hashes)
-            .map(|(r, h)| {
-                r.ok_or_else(|| EvmError::Malformed(format!("no receipt for transaction {h:#x}")))
+            }
+        }
+        if !self.block_receipts {
+            let hashes: Vec<(B256, B256)> = with_txs
+                .iter()
+                .flat_map(|b| b.transactions.hashes().map(|h| (b.header.hash, h)))
+                .collect();
+            let params: Vec<_> = hashes.iter().map(|(_, h)| (*h,)).collect();
+            let answers: Vec<Result<Option<TransactionReceipt>, _>> = self
+                .batch("eth_getTransactionReceipt", params, |_| false)
+                .await?;
+            for ((block, tx), r) in hashes.into_iter().zip(answers) {
+                let r = r.ok().flatten().ok_or_else(|| {
+                    EvmError::Malformed(format!("no receipt for transaction {tx:#x}"))
+                })?;
+                got.entry(block).or_default().push(r);
+            }
+        }
+        blocks
+            .iter()
+            .map(|b| {
+                if b.transactions.is_empty() {
+                    return Ok(Vec::new());
+                }
+                got.remove(&b.header.hash).ok_or_else(|| {
+                    EvmError::Malformed(format!(
+                        "no receipts for block {} {:#x} (reorganized away?)",
+                        b.header.number, b.header.hash
+                    ))
+                })
             })
             .collect()
     }
 
-    /// Native balances of wallets as of blocks (by hash), in one batch.
-    async fn balances(&mut self, at: &[(B256, EvmAddress)]) -> Result<Vec<U256>, EvmError> {
-        if at.is_empty() {
-            return Ok(Vec::new());
-        }
-        let at = at.to_vec();
-        self.pool
-            .call("eth_getBalance", |p| {
-                let at = at.clone();
-                async move {
-                    let mut batch = BatchRequest::new(p.client());
-                    let mut waiters = Vec::new();
-                    for (block, wallet) in &at {
-                        // EIP-1898: the balance as of that very block.
-                        waiters.push(batch.add_call::<_, U256>(
-                            "eth_getBalance",
-                            &(*wallet, BlockId::from((*block, Some(false)))),
-                        )?);
-                    }
-                    batch.send().await?;
-                    let mut out = Vec::with_capacity(waiters.len());
-                    for w in waiters {
-                        out.push(w.await?);
-                    }
-                    Ok::<_, RpcError<TransportErrorKind>>(out)
-                }
+    /// The whole transactions that the receipts say concern a watched
+    /// wallet; each must be of its block.
+    async fn bodies(
+        &mut self,
+        blocks: &[Block],
+        receipts: &[Vec<TransactionReceipt>],
+    ) -> Result<HashMap<B256, Transaction>, EvmError> {
+        let wanted: Vec<(B256, B256)> = blocks
+            .iter()
+            .zip(receipts)
+            .flat_map(|(b, rs)| {
+                rs.iter()
+                    .filter(|r| decode::needs_body(&self.watched, r))
+                    .map(|r| (r.transaction_hash, b.header.hash))
             })
-            .await
+            .collect();
+        let params: Vec<_> = wanted.iter().map(|(h, _)| (*h,)).collect();
+        let got: Vec<Result<Option<Transaction>, _>> = self
+            .batch("eth_getTransactionByHash", params, |_| false)
+            .await?;
+        let mut bodies = HashMap::with_capacity(got.len());
+        for ((hash, block), tx) in wanted.into_iter().zip(got) {
+            let tx = tx
+                .ok()
+                .flatten()
+                .filter(|t| t.block_hash == Some(block))
+                .ok_or_else(|| {
+                    EvmError::Malformed(format!(
+                        "transaction {hash:#x} is not in block {block:#x} any more (reorganized?)"
+                    ))
+                })?;
+            bodies.insert(hash, tx);
+        }
+        Ok(bodies)
+    }
+
+    /// Native balances of wallets as of blocks (by hash). A node that no
+    /// longer has a block's state (a pruned full node, far behind) says so
+    /// for that balance: `None`, and the engine keeps its own count.
+    async fn balances(&mut self, at: &[(B256, EvmAddress)]) -> Result<Vec<Option<U256>>, EvmError> {
+        // EIP-1898: the balance as of that very block.
+        let params: Vec<_> = at
+            .iter()
+            .map(|(block, wallet)| (*wallet, BlockId::from((*block, Some(false)))))
+            .collect();
+        let got: Vec<Result<U256, _>> = self.batch("eth_getBalance", params, |_| true).await?;
+        Ok(got.into_iter().map(Result::ok).collect())
     }
 
     /// Walks back to the common ancestor, retracting the events of every

@@ -4,6 +4,8 @@
 //! reverted token transfer, and a transfer between two outside addresses.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
+
 use alloy::rpc::types::{Block, Transaction, TransactionReceipt};
 use drainguard_evm::{Watched, decode};
 use drainguard_model::{
@@ -44,7 +46,8 @@ fn a_block_yields_the_watched_wallets_successful_moves_only() {
     let block: Block = fixture("anvil_block.json");
     let receipts: Vec<TransactionReceipt> = fixture("anvil_receipts.json");
     let chain = Chain::new("ethereum");
-    let events = decode::block_events(&chain, &watched(true), &block, &receipts).unwrap();
+    let events =
+        decode::block_events(&chain, &watched(true), &block, &receipts, &HashMap::new()).unwrap();
     let t = transfers(&events);
     // The withdrawal and the token transfer; not the reverted transfer,
     // not the outside addresses' transfer.
@@ -87,7 +90,8 @@ fn a_block_yields_the_watched_wallets_successful_moves_only() {
     assert_eq!(approvals[0].amount, Amount::from_base_units(123));
     assert_eq!(approvals[0].standard, ApprovalStandard::Erc20);
     // An unknown token is still reported, under its contract address.
-    let events = decode::block_events(&chain, &watched(false), &block, &receipts).unwrap();
+    let events =
+        decode::block_events(&chain, &watched(false), &block, &receipts, &HashMap::new()).unwrap();
     assert_eq!(transfers(&events)[1].asset.as_str(), TOKEN);
 }
 
@@ -130,7 +134,8 @@ fn a_transaction_without_its_receipt_is_an_error_not_a_skip() {
     let mut receipts: Vec<TransactionReceipt> = fixture("anvil_receipts.json");
     let chain = Chain::new("ethereum");
     let dropped = receipts.remove(0).transaction_hash;
-    let err = decode::block_events(&chain, &watched(true), &block, &receipts).unwrap_err();
+    let err = decode::block_events(&chain, &watched(true), &block, &receipts, &HashMap::new())
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains(&format!("no receipt for transaction {dropped:#x}")),
@@ -140,21 +145,22 @@ fn a_transaction_without_its_receipt_is_an_error_not_a_skip() {
     // answered from another branch) is refused too.
     let mut receipts: Vec<TransactionReceipt> = fixture("anvil_receipts.json");
     receipts[0].block_hash = Some(alloy::primitives::B256::repeat_byte(7));
-    let err = decode::block_events(&chain, &watched(true), &block, &receipts).unwrap_err();
+    let err = decode::block_events(&chain, &watched(true), &block, &receipts, &HashMap::new())
+        .unwrap_err();
     assert!(err.to_string().contains("from another block"), "{err}");
 }
 
 #[test]
 fn every_watched_sender_pays_a_fee_even_when_reverted() {
-    let block: Block = fixture("anvil_block.json");
-    let payers = decode::fee_payers(&watched(true), &block);
+    let receipts: Vec<TransactionReceipt> = fixture("anvil_receipts.json");
+    let payers = decode::fee_payers(&watched(true), &receipts);
     assert_eq!(
         payers,
         vec![HOT.parse::<alloy::primitives::Address>().unwrap()]
     );
     let mut nobody = Watched::new(Asset::new("ETH"), 18);
     nobody.wallet(THIEF.parse().unwrap(), "x", WalletRole::Hot);
-    assert!(decode::fee_payers(&nobody, &block).is_empty());
+    assert!(decode::fee_payers(&nobody, &receipts).is_empty());
 }
 
 /// `execTransaction(to, 0, "", operation, 0, 0, 0, 0, 0, "")` calldata.
@@ -190,7 +196,7 @@ fn a_safe_delegatecall_is_an_admin_change_and_a_plain_call_is_not() {
         tx["value"] = "0x0".into();
         tx["input"] = exec_transaction(EVIL, operation).into();
         let block: Block = serde_json::from_value(json).unwrap();
-        let events = decode::block_events(&chain, &w, &block, &receipts).unwrap();
+        let events = decode::block_events(&chain, &w, &block, &receipts, &HashMap::new()).unwrap();
         let admin: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
@@ -205,4 +211,41 @@ fn a_safe_delegatecall_is_an_admin_change_and_a_plain_call_is_not() {
             assert_eq!(a.target.as_str(), EVIL);
         }
     }
+}
+
+#[test]
+fn a_block_by_hashes_with_the_watched_bodies_says_the_same_and_a_missing_body_is_an_error() {
+    let full: Block = fixture("anvil_block.json");
+    let receipts: Vec<TransactionReceipt> = fixture("anvil_receipts.json");
+    let chain = Chain::new("ethereum");
+    let w = watched(true);
+    let expected = decode::block_events(&chain, &w, &full, &receipts, &HashMap::new()).unwrap();
+    let mut json: serde_json::Value = fixture("anvil_block.json");
+    let hashes: Vec<serde_json::Value> = json["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["hash"].clone())
+        .collect();
+    json["transactions"] = hashes.into();
+    let by_hashes: Block = serde_json::from_value(json).unwrap();
+    // Only the bodies the receipts ask for.
+    let bodies: HashMap<_, _> = full
+        .transactions
+        .txns()
+        .filter(|t| {
+            receipts
+                .iter()
+                .any(|r| r.transaction_hash == *t.inner.tx_hash() && decode::needs_body(&w, r))
+        })
+        .map(|t| (*t.inner.tx_hash(), t.clone()))
+        .collect();
+    assert!(
+        bodies.len() < full.transactions.len(),
+        "outside transfers need no body"
+    );
+    let got = decode::block_events(&chain, &w, &by_hashes, &receipts, &bodies).unwrap();
+    assert_eq!(got, expected);
+    let err = decode::block_events(&chain, &w, &by_hashes, &receipts, &HashMap::new()).unwrap_err();
+    assert!(err.to_string().contains("not read"), "{err}");
 }
