@@ -571,6 +571,8 @@ impl Engine {
             .chain([self.rules.intents.match_window])
             .max()
             .unwrap_or_default();
+        // Slots freed by pruning are marked neither counted nor judged, so
+        // they are passed over: their transfers left the windows for good.
         let mut live: Vec<u32> = (0..self.state.slab.len() as u32)
             .filter(|&i| {
                 let s = &self.state.slab[i as usize];

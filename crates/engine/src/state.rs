@@ -794,6 +794,9 @@ impl State {
             Some(i) => {
                 self.slab[i as usize] = state;
                 self.hashes[i as usize] = h;
+                // Refs of the slot's last transfer would point into windows
+                // that are not this one's.
+                self.refs[i as usize] = Refs::new();
                 i
             }
             None => {
@@ -894,6 +897,11 @@ impl State {
             if let Ok(entry) = self.transfers.find_entry(h, |(_, j)| *j == i) {
                 entry.remove();
             }
+            // A freed slot holds no transfer: marked so, whatever scans the
+            // slab (a reload rebuilding the windows) passes it over.
+            let freed = &mut self.slab[i as usize];
+            freed.counted = false;
+            freed.judged = false;
             self.refs[i as usize] = Refs::new();
             self.free.push(i);
             if let Some((_, set)) = self.retired.back_mut() {
