@@ -571,6 +571,8 @@ impl Engine {
             .chain([self.rules.intents.match_window])
             .max()
             .unwrap_or_default();
+        // Slots freed by pruning are marked neither counted nor judged, so
+        // they are passed over: their transfers left the windows for good.
         let mut live: Vec<u32> = (0..self.state.slab.len() as u32)
             .filter(|&i| {
                 let s = &self.state.slab[i as usize];
@@ -923,7 +925,7 @@ impl Engine {
                 }
             }
             Stage::Retracted => {
-                self.retract(t, i);
+                self.retract(t, i, &tx);
                 if s.applied {
                     self.floors_after(t, &s, tr, found);
                 }
@@ -956,7 +958,7 @@ impl Engine {
         }
     }
 
-    fn retract(&mut self, t: Timestamp, i: u32) {
+    fn retract(&mut self, t: Timestamp, i: u32, tx: &TxKey) {
         self.set_applied(i, false);
         let s = &mut self.state.slab[i as usize];
         if !s.counted {
@@ -968,6 +970,13 @@ impl Engine {
         let Some(from) = s.from else { return };
         if s.direction == Direction::Outflow {
             self.stats.retracted += 1;
+            // The withdrawal did not happen (yet): its intent is open
+            // again, or the same withdrawal included again in the new
+            // branch (another log index, or re-signed) would be judged
+            // unmatched.
+            if s.matched {
+                self.state.reopen_intent(&s, tx);
+            }
         }
         for r in refs {
             if r.slot & DEST != 0 {
@@ -1016,13 +1025,19 @@ impl Engine {
         let Some(from) = s.from else { return };
         let first_time = !s.judged;
         self.stats.outflows += u64::from(first_time);
-        let matched = if first_time {
-            let m = self.state.take_intent(t, &s, tx, &self.rules.intents);
-            self.stats.matched += u64::from(m);
-            m
+        // A re-inclusion after a retraction takes back the intent the
+        // retraction re-opened, so no other outflow can match it too. It
+        // is not judged again: a transfer is judged once, whatever its
+        // stages.
+        let taken = if first_time || s.matched {
+            self.state.take_intent(t, &s, tx, &self.rules.intents)
         } else {
-            s.matched
+            None
         };
+        let matched = taken.is_some();
+        if first_time {
+            self.stats.matched += u64::from(matched);
+        }
         let balance_before = self.state.balance(from, s.asset);
         let share_bps = balance_before.and_then(|b| s.amount.bps_of(b)).unwrap_or(0);
         let first_paid = self
@@ -1282,6 +1297,10 @@ impl Engine {
         st.judged = true;
         st.share_bps = share_bps;
         st.matched = matched;
+        if let Some((intent_t, by_hash)) = taken {
+            st.intent_t = intent_t;
+            st.intent_by_hash = by_hash;
+        }
         self.state.refs[i as usize] = refs;
     }
 

@@ -103,7 +103,10 @@ pub(crate) struct TransferState {
     /// Its USD value in micro-dollars, saturating at 2⁶⁴ − 1 (18
     /// trillion dollars).
     usd_micros: u64,
-    pub(crate) from_addr: Option<AddrId>,
+    /// The time of the intent this outflow consumed (when `matched`):
+    /// a retraction re-opens it with its own time, so its match window
+    /// does not move.
+    pub(crate) intent_t: Timestamp,
     pub(crate) from: Option<WalletIdx>,
     pub(crate) to_wallet: Option<WalletIdx>,
     pub(crate) to: AddrId,
@@ -115,7 +118,11 @@ pub(crate) struct TransferState {
     pub(crate) counted: bool,
     pub(crate) applied: bool,
     pub(crate) judged: bool,
+    /// While counted: it holds an intent. While retracted: it held one
+    /// before, which was re-opened and is taken again if it comes back.
     pub(crate) matched: bool,
+    /// The intent it consumed was found by this transfer's tx hash.
+    pub(crate) intent_by_hash: bool,
 }
 
 impl TransferState {
@@ -266,7 +273,8 @@ impl IntentBook {
 
     /// Finds and consumes the intent an outflow first seen at `now`
     /// matches: by tx hash, else the earliest open intent with the same
-    /// fields and an amount within tolerance. Whether one matched.
+    /// fields and an amount within tolerance. The intent's time and
+    /// whether it was found by hash, if one matched.
     fn take_match(
         &mut self,
         now: Timestamp,
@@ -274,7 +282,7 @@ impl IntentBook {
         tx: &TxKey,
         amount: Amount,
         m: &IntentMatching,
-    ) -> bool {
+    ) -> Option<(Timestamp, bool)> {
         let live = |i: &OpenIntent| !i.used && i.t <= now && now <= i.t.plus(m.match_window);
         if !self.by_hash.is_empty()
             && let Some((hkey, serial)) = self.by_hash.remove(&(key.0, tx.clone()))
@@ -285,11 +293,9 @@ impl IntentBook {
         {
             i.used = true;
             self.open -= 1;
-            return true;
+            return Some((i.t, true));
         }
-        let Some(q) = self.by_fields.get_mut(&key) else {
-            return false;
-        };
+        let q = self.by_fields.get_mut(&key)?;
         let stale = q
             .iter()
             .take_while(|i| i.used || i.t.plus(m.match_window) < now)
@@ -308,14 +314,42 @@ impl IntentBook {
             if q.is_empty() {
                 self.by_fields.remove(&key);
             }
-            return false;
+            return None;
         };
         found.used = true;
+        let t = found.t;
         self.open -= 1;
         if q.iter().all(|i| i.used) {
             self.by_fields.remove(&key);
         }
-        true
+        Some((t, false))
+    }
+
+    /// Gives back the intent a retracted outflow had consumed: open again
+    /// with its own time (its match window unchanged), for this outflow's
+    /// fields and amount, and under its tx hash if that is how it was
+    /// found, so the same withdrawal included again (same or new key, or
+    /// re-signed) matches it, and nothing else can match it twice. The
+    /// queue stays in time order, which its expiry scan relies on.
+    fn reopen(&mut self, key: IntentKey, t: Timestamp, amount: Amount, tx: Option<&TxKey>) {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        if let Some(tx) = tx {
+            self.by_hash.insert((key.0, tx.clone()), (key, serial));
+        }
+        self.connected.insert((key.0, key.1));
+        let q = self.by_fields.entry(key).or_default();
+        let at = q.partition_point(|i| i.t <= t);
+        q.insert(
+            at,
+            OpenIntent {
+                serial,
+                t,
+                amount,
+                used: false,
+            },
+        );
+        self.open += 1;
     }
 
     /// Drops intents that can no longer match anything.
@@ -717,8 +751,7 @@ impl State {
             return None;
         }
         let asset = self.asset_id(&tr.asset);
-        let from_addr = self.addrs.get(&tr.from);
-        let from = from_addr.and_then(|a| self.wallet(chain, a));
+        let from = self.addrs.get(&tr.from).and_then(|a| self.wallet(chain, a));
         // A hot wallet's destination is interned anyway (every destination
         // of an outflow is remembered): one lookup, not two.
         let to_known = if from.is_some_and(|w| self.is_hot(w)) {
@@ -741,7 +774,7 @@ impl State {
         let state = TransferState {
             first_seen: t,
             chain,
-            from_addr,
+            intent_t: Timestamp::default(),
             asset,
             from,
             to_wallet,
@@ -754,12 +787,16 @@ impl State {
             applied: false,
             judged: false,
             matched: false,
+            intent_by_hash: false,
             share_bps: 0,
         };
         let i = match self.free.pop() {
             Some(i) => {
                 self.slab[i as usize] = state;
                 self.hashes[i as usize] = h;
+                // Refs of the slot's last transfer would point into windows
+                // that are not this one's.
+                self.refs[i as usize] = Refs::new();
                 i
             }
             None => {
@@ -802,17 +839,32 @@ impl State {
         self.intents.add(t, key, i);
     }
 
+    /// The intent key of an outflow's fields: its wallet's address.
+    fn outflow_intent_key(&self, s: &TransferState) -> Option<IntentKey> {
+        let w = self.wallets.get(s.from? as usize)?;
+        Some((s.chain, w.addr, s.to, s.asset))
+    }
+
+    /// Consumes the intent an outflow matches, if any: the intent's time
+    /// and whether it was found by hash.
     pub(crate) fn take_intent(
         &mut self,
         now: Timestamp,
         s: &TransferState,
         tx: &TxKey,
         m: &IntentMatching,
-    ) -> bool {
-        s.from_addr.is_some_and(|from| {
-            self.intents
-                .take_match(now, (s.chain, from, s.to, s.asset), tx, s.amount, m)
-        })
+    ) -> Option<(Timestamp, bool)> {
+        let key = self.outflow_intent_key(s)?;
+        self.intents.take_match(now, key, tx, s.amount, m)
+    }
+
+    /// Re-opens the intent a retracted outflow had consumed (see
+    /// [`IntentBook::reopen`]).
+    pub(crate) fn reopen_intent(&mut self, s: &TransferState, tx: &TxKey) {
+        if let Some(key) = self.outflow_intent_key(s) {
+            let by_hash = s.intent_by_hash.then_some(tx);
+            self.intents.reopen(key, s.intent_t, s.amount, by_hash);
+        }
     }
 
     pub(crate) fn wallet_connected(&self, w: WalletIdx) -> bool {
@@ -845,6 +897,11 @@ impl State {
             if let Ok(entry) = self.transfers.find_entry(h, |(_, j)| *j == i) {
                 entry.remove();
             }
+            // A freed slot holds no transfer: marked so, whatever scans the
+            // slab (a reload rebuilding the windows) passes it over.
+            let freed = &mut self.slab[i as usize];
+            freed.counted = false;
+            freed.judged = false;
             self.refs[i as usize] = Refs::new();
             self.free.push(i);
             if let Some((_, set)) = self.retired.back_mut() {

@@ -2,11 +2,12 @@
 //! freeze, with and without a connected withdrawal system.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::float_cmp)]
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use drainguard_engine::RuleSet;
+use drainguard_model::{EventKind, Stage, TransferKey, TxHash};
 use drainguard_replay::{Replay, Score, replay_records};
-use drainguard_sim::{SimConfig, generate, preset};
+use drainguard_sim::{Label, Record, SimConfig, generate, preset};
 
 fn run(config: &SimConfig) -> Replay {
     let records = generate(config).into_iter().map(Ok);
@@ -165,5 +166,94 @@ fn approval_to_unknown_spender_freezes_at_the_approval() {
             describe(&r)
         );
         assert_eq!(s.attack_usd_before_freeze, 0.0, "{case}");
+    }
+}
+
+/// A generated day in which every 25th legitimate transfer's block is
+/// reorganized away as it is included: retracted, then included again in
+/// the new branch under the same key, another log index or a re-signed
+/// hash (its later records follow the new key).
+fn reorganized(config: &SimConfig) -> Vec<Record> {
+    let mut moved: HashMap<TransferKey, (TxHash, u32)> = HashMap::new();
+    let mut out = Vec::new();
+    let mut n = 0u64;
+    for mut r in generate(config) {
+        let EventKind::Transfer(tr) = &mut r.kind else {
+            out.push(r);
+            continue;
+        };
+        let key = TransferKey {
+            chain: tr.chain.clone(),
+            tx_hash: tr.tx_hash.clone(),
+            index: tr.index,
+        };
+        if let Some((tx, index)) = moved.get(&key) {
+            tr.tx_hash = tx.clone();
+            tr.index = *index;
+        }
+        let legit = r.label != Some(Label::Attack);
+        if !(legit && tr.stage == Stage::Included && !moved.contains_key(&key)) {
+            out.push(r);
+            continue;
+        }
+        n += 1;
+        if !n.is_multiple_of(25) {
+            out.push(r);
+            continue;
+        }
+        let mut retracted = r.clone();
+        if let EventKind::Transfer(t) = &mut retracted.kind {
+            t.stage = Stage::Retracted;
+        }
+        let mut again = r.clone();
+        if let EventKind::Transfer(t) = &mut again.kind {
+            match n / 25 % 3 {
+                0 => {}
+                1 => t.index += 1,
+                _ => t.tx_hash = TxHash::new(&format!("{}ee", t.tx_hash)),
+            }
+            moved.insert(key, (t.tx_hash.clone(), t.index));
+        }
+        out.extend([r, retracted, again]);
+    }
+    out
+}
+
+#[test]
+fn reorganized_withdrawals_still_match_their_intents() {
+    for seed in 1..=2u64 {
+        for name in ["normal", "coinex"] {
+            let config = day(name, seed, true, 1.0);
+            let records = reorganized(&config);
+            let retractions = records
+                .iter()
+                .filter(
+                    |r| matches!(&r.kind, EventKind::Transfer(t) if t.stage == Stage::Retracted),
+                )
+                .count();
+            assert!(retractions > 100, "{retractions} retractions");
+            let r =
+                replay_records(records.into_iter().map(Ok), RuleSet::builtin().unwrap()).unwrap();
+            let plain = run(&config);
+            let case = format!("{name}, seed {seed}");
+            let unmatched = |r: &Replay| {
+                r.report
+                    .findings
+                    .iter()
+                    .filter(|f| f.rule == "unmatched-outflow")
+                    .count()
+            };
+            assert_eq!(unmatched(&r), unmatched(&plain), "{case}: {}", describe(&r));
+            assert_eq!(
+                r.report.freezes.len(),
+                plain.report.freezes.len(),
+                "{case}: {}",
+                describe(&r)
+            );
+            if let (Some(a), Some(b)) = (r.report.score.as_ref(), plain.report.score.as_ref()) {
+                assert_eq!(a.false_freezes, 0, "{case}: {}", describe(&r));
+                assert_eq!(a.first_freeze_t, b.first_freeze_t, "{case}");
+            }
+        }
     }
 }
