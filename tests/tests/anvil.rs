@@ -286,7 +286,9 @@ fn e2e_anvil_reorg_retracts_recounts_and_rewinds_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mut anvil = Anvil::start().unwrap();
     anvil.wait_ready().unwrap();
-    let cfg = config(dir.path(), &one_endpoint(&anvil), "");
+    // One block a batch: the new branch is read block by block, so the
+    // replaced block's height is checkpointed again, with its new hash.
+    let cfg = config_with(dir.path(), &one_endpoint(&anvil), "", "batch_blocks = 1");
     let mut d = start(&cfg);
     intent(&d, "wd-1", USER, "1");
     let withdrawal = json!({"from": HOT, "to": USER, "value": "0xde0b6b3a7640000"});
@@ -338,10 +340,11 @@ fn e2e_anvil_reorg_retracts_recounts_and_rewinds_the_checkpoint() {
     drop(store);
     let audit = drainguard_e2e::drainguard(&["audit", "--config", cfg.to_str().unwrap(), "--json"])
         .unwrap();
-    let audit = String::from_utf8_lossy(&audit.stdout);
+    let text = String::from_utf8_lossy(&audit.stdout);
     assert!(
-        audit.contains("checkpoint.rewind") && audit.contains("reorganized away"),
-        "{audit}"
+        text.contains("checkpoint.rewind") && text.contains("reorganized away"),
+        "{text}{}",
+        String::from_utf8_lossy(&audit.stderr)
     );
 }
 
