@@ -83,6 +83,11 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         .store_writable
         .store(store.is_writable(), Ordering::SeqCst);
     let mut engine = Engine::new(config.rules.clone());
+    // The blind rules go by each watched chain's configured block time, not
+    // by one learned from a catch-up's heads.
+    for src in &config.evm {
+        engine.set_block_time(&src.chain.name, src.chain.block_time);
+    }
     let active = store
         .freezes(FreezeFilter::Active)
         .context("reading active freezes")?;

@@ -196,6 +196,10 @@ pub struct Engine {
     blind_next: i64,
     /// The indices of the blind rules.
     blind_rules: Vec<usize>,
+    /// Block times the sources know from their configuration: used by the
+    /// blind rules before a learned one (a catch-up after a restart sends
+    /// heads milliseconds apart, which would teach a wrong block time).
+    known_block_times: Vec<(Chain, std::time::Duration)>,
 }
 
 /// The pre-signing verdict on one withdrawal intent.
@@ -544,6 +548,7 @@ impl Engine {
             blind_due: Vec::new(),
             blind_next: i64::MAX,
             blind_rules,
+            known_block_times: Vec::new(),
         }
     }
 
@@ -1758,10 +1763,34 @@ impl Engine {
         }
     }
 
+    /// Tells the blind rules a chain's expected block time, as its
+    /// source is configured with it; a rule's own `block_times` still
+    /// come first.
+    pub fn set_block_time(&mut self, chain: &Chain, block_time: std::time::Duration) {
+        match self.known_block_times.iter_mut().find(|(c, _)| c == chain) {
+            Some((_, d)) => *d = block_time,
+            None => self.known_block_times.push((chain.clone(), block_time)),
+        }
+        for c in 0..self.state.heads.len() {
+            self.refresh_blind(c);
+        }
+    }
+
     /// The expected block time of a chain for a blind rule, in
-    /// nanoseconds: configured, else learned once enough heads are seen.
-    fn blind_expected(p: &BlindParams, chain: &Chain, track: &HeadTrack) -> Option<f64> {
-        match p.block_times.iter().find(|(ch, _)| ch == chain) {
+    /// nanoseconds: the rule's, else the source's, else learned once
+    /// enough heads are seen.
+    fn blind_expected(
+        p: &BlindParams,
+        known: &[(Chain, std::time::Duration)],
+        chain: &Chain,
+        track: &HeadTrack,
+    ) -> Option<f64> {
+        let configured = p
+            .block_times
+            .iter()
+            .chain(known)
+            .find(|(ch, _)| ch == chain);
+        match configured {
             Some((_, d)) => Some(d.as_nanos() as f64),
             None if track.intervals.len() >= p.warmup_heads as usize => {
                 Some(track.median_interval() as f64)
@@ -1794,7 +1823,8 @@ impl Engine {
             if !rule.applies_to(chain) {
                 continue;
             }
-            let Some(expected) = Self::blind_expected(p, chain, track) else {
+            let Some(expected) = Self::blind_expected(p, &self.known_block_times, chain, track)
+            else {
                 continue;
             };
             if expected <= 0.0 {
@@ -1840,7 +1870,8 @@ impl Engine {
                 {
                     continue;
                 }
-                let Some(expected) = Self::blind_expected(p, chain, track) else {
+                let Some(expected) = Self::blind_expected(p, &self.known_block_times, chain, track)
+                else {
                     continue;
                 };
                 let silent = now.0.saturating_sub(track.last_t.0) as f64;

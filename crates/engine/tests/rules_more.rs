@@ -379,6 +379,33 @@ fn blind_waits_for_warmup_or_a_configured_block_time() {
     );
 }
 
+#[test]
+fn a_source_block_time_beats_one_learned_from_a_fast_catch_up() {
+    // A watcher catching up sends heads far faster than the chain makes
+    // them (here a second apart for 12 s blocks): learned from them, the
+    // block time is far too short and a normal pause looks "blind".
+    for known in [false, true] {
+        let mut d = exchange(BLIND);
+        if known {
+            d.engine
+                .set_block_time(&"ethereum".into(), std::time::Duration::from_secs(12));
+        }
+        for b in 0..20 {
+            d.at(b);
+            head(&mut d, "ethereum", b as u64);
+        }
+        d.at(19 + 6).price("ETH", 2000.0);
+        assert_eq!(
+            d.findings_of("blind").len(),
+            usize::from(!known),
+            "known block time: {known}"
+        );
+        // Known: blind only after 5 x 12 s.
+        d.at(19 + 61).price("ETH", 2000.0);
+        assert_eq!(d.findings_of("blind").len(), 1);
+    }
+}
+
 const BASELINE: &str = r#"
 [[rule]]
 id = "baseline"
