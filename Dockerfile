@@ -1,5 +1,5 @@
 # drainguard: build once, run as an unprivileged user.
-FROM rust:1.89-bookworm AS build
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release -p drainguard-daemon --bin drainguard

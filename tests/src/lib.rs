@@ -8,6 +8,7 @@
 )]
 
 pub mod anvil;
+pub mod prometheus;
 pub mod proxy;
 pub mod receivers;
 

@@ -70,14 +70,8 @@ fn e2e_daemon_sim_drain_freezes_and_shuts_down_cleanly() {
         ) > 0.0
     );
     assert_eq!(metric_sum(&metrics, "drainguard_build_info"), 1.0);
-    let names = drainguard_e2e::dashboard_metric_names().unwrap();
-    assert!(names.len() >= 8, "{names:?}");
-    for name in names {
-        assert!(
-            metrics.contains(&format!("# TYPE {name} ")),
-            "dashboard metric {name} is not in /metrics"
-        );
-    }
+    // Every dashboard metric is checked with an EVM chain watched too, in
+    // `tests/prometheus.rs`.
     let (status, ready) = d.get("/readyz").unwrap();
     assert_eq!(status, 200, "{ready}");
     let exit = d.signal_and_wait("TERM", Duration::from_secs(20)).unwrap();

@@ -2,9 +2,12 @@
 //! cardinality (chain, kind, stage, rule, severity, scope level, wallet
 //! name, asset; never a tx hash or an address).
 
+use std::collections::HashMap;
+
+use drainguard_model::{Event, EventKind, Stage, WalletRole};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Build info (always 1), labelled with the version.
@@ -31,6 +34,11 @@ pub(crate) const HEAD_BLOCK: &str = "drainguard_chain_head_block";
 pub(crate) const CHECKPOINT_BLOCK: &str = "drainguard_chain_checkpoint_block";
 /// Open withdrawal intents not yet matched.
 pub(crate) const OPEN_INTENTS: &str = "drainguard_intents_open";
+/// 1 while the engine holds a chain blind (no head for k block times).
+pub(crate) const CHAIN_BLIND: &str = "drainguard_chain_blind";
+/// USD value of outflows from hot wallets once in a block, by chain,
+/// wallet name and asset (display only: amounts stay integers elsewhere).
+pub(crate) const OUTFLOW_USD: &str = "drainguard_outflow_value_usd_total";
 
 /// Every metric, registered once.
 #[derive(Debug, Clone)]
@@ -47,6 +55,8 @@ pub(crate) struct Metrics {
     pub(crate) head_block: IntGaugeVec,
     pub(crate) checkpoint_block: IntGaugeVec,
     pub(crate) open_intents: IntGauge,
+    pub(crate) chain_blind: IntGaugeVec,
+    pub(crate) outflow_usd: CounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -110,6 +120,20 @@ impl Metrics {
                 OPEN_INTENTS,
                 "Withdrawal intents waiting for their outflow",
             )?,
+            chain_blind: IntGaugeVec::new(
+                Opts::new(
+                    CHAIN_BLIND,
+                    "1 while a chain is blind: no new head for the blind rule's k block times",
+                ),
+                &["chain"],
+            )?,
+            outflow_usd: CounterVec::new(
+                Opts::new(
+                    OUTFLOW_USD,
+                    "USD value of hot-wallet outflows in a block, by chain, wallet name and asset",
+                ),
+                &["chain", "wallet", "asset"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.events.clone()))?;
@@ -123,6 +147,8 @@ impl Metrics {
         m.registry.register(Box::new(m.head_block.clone()))?;
         m.registry.register(Box::new(m.checkpoint_block.clone()))?;
         m.registry.register(Box::new(m.open_intents.clone()))?;
+        m.registry.register(Box::new(m.chain_blind.clone()))?;
+        m.registry.register(Box::new(m.outflow_usd.clone()))?;
         // Series that exist from the start, so dashboards and alerts have
         // data before the first finding.
         for level in ["wallet", "asset", "chain", "global", "intent"] {
@@ -151,5 +177,56 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+/// Follows the wallets and prices the events declare, to put a USD value
+/// and a wallet name (never an address) on each hot-wallet outflow.
+#[derive(Debug, Default)]
+pub(crate) struct OutflowMeter {
+    wallets: HashMap<(String, String), (String, WalletRole)>,
+    prices: HashMap<String, f64>,
+}
+
+impl OutflowMeter {
+    /// Counts what the event says, if anything.
+    pub(crate) fn observe(&mut self, metrics: &Metrics, event: &Event) {
+        match &event.kind {
+            EventKind::Wallet(w) => {
+                self.wallets.insert(
+                    (w.chain.to_string(), w.address.to_string()),
+                    (w.name.clone(), w.role),
+                );
+            }
+            EventKind::Price(p) => {
+                self.prices.insert(p.asset.to_string(), p.usd.0);
+            }
+            EventKind::Head(h) => {
+                // The chain's blind series exists from its first head.
+                metrics.chain_blind.with_label_values(&[h.chain.as_str()]);
+            }
+            EventKind::Transfer(t) if t.stage == Stage::Included => {
+                let from = (t.chain.to_string(), t.from.to_string());
+                let Some((name, WalletRole::Hot)) = self.wallets.get(&from) else {
+                    return;
+                };
+                // A move between the exchange's own wallets is not an outflow.
+                if self
+                    .wallets
+                    .contains_key(&(t.chain.to_string(), t.to.to_string()))
+                {
+                    return;
+                }
+                let price = self.prices.get(t.asset.as_str()).copied().unwrap_or(0.0);
+                let usd = t.amount.to_f64_units(t.decimals) * price;
+                if usd.is_finite() && usd > 0.0 {
+                    metrics
+                        .outflow_usd
+                        .with_label_values(&[t.chain.as_str(), name, t.asset.as_str()])
+                        .inc_by(usd);
+                }
+            }
+            _ => {}
+        }
     }
 }

@@ -704,6 +704,7 @@ fn engine_loop(
     responders: &mut Responders,
 ) -> anyhow::Result<()> {
     let mut out = Vec::new();
+    let mut meter = crate::metrics::OutflowMeter::default();
     let mut last_save = Instant::now();
     let mut checkpoints: std::collections::HashMap<String, Checkpoint> = store
         .checkpoints()
@@ -775,6 +776,7 @@ fn engine_loop(
             }
         };
         engine.process(&event, &mut out);
+        meter.observe(metrics, &event);
         let chain = event.kind.chain().map(|c| c.as_str()).unwrap_or("");
         let stage = match &event.kind {
             EventKind::Transfer(t) => t.stage.as_str(),
@@ -891,11 +893,26 @@ fn batch_of(
                     .findings
                     .with_label_values(&[f.rule.as_str(), f.severity.as_str()])
                     .inc();
+                if f.kind == "blind"
+                    && !f.shadow
+                    && let Some(chain) = &f.chain
+                {
+                    metrics
+                        .chain_blind
+                        .with_label_values(&[chain.as_str()])
+                        .set(1);
+                }
                 batch.findings.push(f);
             }
             Output::Freeze(f) => batch.freezes.push(f),
             Output::Recovered(r) => {
                 tracing::info!(message = "recovered", kind = %r.kind, chain = %r.chain, summary = %r.summary);
+                if r.kind == "blind" {
+                    metrics
+                        .chain_blind
+                        .with_label_values(&[r.chain.as_str()])
+                        .set(0);
+                }
                 recoveries.push(r);
             }
         }

@@ -118,6 +118,7 @@ impl EvmMetrics {
         self.lag_blocks.with_label_values(&[chain]);
         self.lag_seconds.with_label_values(&[chain]);
         self.reorgs.with_label_values(&[chain]);
+        self.reorg_depth.with_label_values(&[chain]);
         self.deep_reorgs.with_label_values(&[chain]);
     }
 }

@@ -1,0 +1,217 @@
+//! The metrics as operators see them, through a real Prometheus (Debian's
+//! package, unpacked by the test support): a daemon watching a simulated
+//! CoinEx-style day (sped up so the drain comes seconds after start) and a
+//! real anvil chain, scraped every second; then every expression of every
+//! dashboard panel and the left-hand side of every alert rule must return
+//! series, and the "freeze active" alert must fire after the drain.
+//! `promtool` checks the shipped configuration and rules.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use drainguard_e2e::{
+    Daemon, anvil::Anvil, prometheus::Prometheus, prometheus::promtool, repo_root,
+};
+use serde_json::Value;
+
+#[test]
+fn e2e_prometheus_promtool_accepts_the_shipped_config_and_rules() {
+    let config = repo_root().join("config/prometheus.yml");
+    let rules = repo_root().join("config/alerts.yml");
+    let out = promtool(&["check", "rules", &rules.to_string_lossy()]).unwrap();
+    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    // The config names alerts.yml beside it: checked through it too.
+    let out = promtool(&["check", "config", &config.to_string_lossy()]).unwrap();
+    assert!(out.contains("SUCCESS"), "{out}");
+    assert!(out.contains("alerts.yml"), "the rules are loaded: {out}");
+}
+
+/// Every `expr` string in a JSON document.
+fn exprs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr", Value::String(s)) => out.push(s.clone()),
+                    _ => exprs(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// Each dashboard panel expression, with its dashboard file, the template
+/// variables set to "all".
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(repo_root().join("dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut found = Vec::new();
+        exprs(&json["panels"], &mut found);
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        for e in found {
+            all.push((
+                name.clone(),
+                e.replace("$chain", ".*").replace("$wallet", ".*"),
+            ));
+        }
+    }
+    all
+}
+
+/// The left-hand side of each alert rule's comparison (`expr: LHS op N`).
+fn alert_lhs(rules: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(rules).unwrap();
+    let mut out = Vec::new();
+    let mut alert = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("- alert:") {
+            alert = name.trim().to_string();
+        }
+        if let Some(expr) = line.strip_prefix("expr:") {
+            let expr = expr.trim();
+            let cut = [" == ", " != ", " >= ", " <= ", " > ", " < "]
+                .iter()
+                .filter_map(|op| expr.rfind(op))
+                .max()
+                .unwrap_or_else(|| panic!("{alert}: no comparison in {expr}"));
+            out.push((alert.clone(), expr[..cut].trim().to_string()));
+        }
+    }
+    out
+}
+
+fn config(dir: &Path, anvil: &Anvil) -> PathBuf {
+    let path = dir.join("drainguard.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[api]
+listen = "127.0.0.1:0"
+[store]
+path = "state/drainguard.sqlite"
+[source.sim]
+enabled = true
+preset = "coinex"
+seed = 3
+incident_at = "10m"
+speed = 300.0
+hours = 0.5
+[webhook]
+endpoints = [{{ name = "primary", url = "http://127.0.0.1:1/freeze" }}]
+secret_env = "DG_TEST_WEBHOOK_SECRET"
+[delivery]
+initial_backoff = "200ms"
+max_backoff = "1s"
+timeout = "1s"
+[[source.evm]]
+chain = "anvil-dev"
+native = "ETH"
+block_time = "1s"
+confirmations = 1
+poll_interval = "200ms"
+endpoints = [{{ name = "anvil", url = "{}", ws = "{}" }}]
+wallets = [{{ address = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266", name = "dev-hot-1" }}]
+prices = {{ ETH = 3000.0 }}
+"#,
+            anvil.http_url(),
+            anvil.ws_url()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn e2e_prometheus_panels_and_alerts_have_data_and_the_freeze_alert_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut anvil = Anvil::builder().block_time(1).spawn().unwrap();
+    anvil.wait_ready().unwrap();
+    let cfg = config(dir.path(), &anvil);
+    let mut d = Daemon::start_with_env(
+        &cfg,
+        &[("DG_TEST_WEBHOOK_SECRET", "whsec-prometheus-test-0123456789")],
+    )
+    .unwrap();
+    let line = d
+        .wait_for_log("API listening", Duration::from_secs(30))
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .expect("the API address in the log")
+        .trim_matches('"')
+        .to_string();
+    let rules = repo_root().join("config/alerts.yml");
+    let prom = Prometheus::start(&addr, "1s", std::slice::from_ref(&rules)).unwrap();
+    // A reorg on the chain, so the reorg panels have one to show.
+    d.wait_for_log("EVM watcher following", Duration::from_secs(30))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    anvil.reorg(1, &[]).unwrap();
+
+    // The drain comes about 2 s after start; the webhook endpoint is dead,
+    // so deliveries fail and are retried.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let firing = |prom: &Prometheus| {
+        prom.alerts()
+            .unwrap()
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "DrainguardFreezeActive" && a["state"] == "firing")
+    };
+    while !firing(&prom) {
+        assert!(
+            Instant::now() < deadline,
+            "DrainguardFreezeActive never fired: {:?}",
+            prom.alerts().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(prom.targets_up().unwrap(), "the daemon is scraped");
+    // Every metric a dashboard names is in the daemon's /metrics.
+    let (status, metrics) = d.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    let names = drainguard_e2e::dashboard_metric_names().unwrap();
+    assert!(names.len() >= 20, "{names:?}");
+    for name in names {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "dashboard metric {name} is not in /metrics"
+        );
+    }
+
+    // Every panel and every alert's left-hand side has series; waited for a
+    // little, since rates need two samples in their window.
+    let mut queries = dashboard_exprs();
+    assert!(queries.len() >= 25, "{} panel expressions", queries.len());
+    for (alert, lhs) in alert_lhs(&rules) {
+        queries.push((format!("alert {alert}"), lhs));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let empty: Vec<_> = queries
+            .iter()
+            .filter(|(_, q)| prom.query(q).unwrap().is_empty())
+            .collect();
+        if empty.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no series for: {empty:#?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // The freeze counted is the sim's drain.
+    let active = prom.query("sum(drainguard_freezes_active)").unwrap();
+    let n: f64 = active[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{active:?}");
+}
