@@ -101,14 +101,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
 fn progress_bar(file: &File) -> ProgressBar {
     // An unknown length (a pipe, a special file) still gets a spinner.
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let bar = if len > 0 {
-        ProgressBar::new(len)
+    let (bar, template) = if len > 0 {
+        (
+            ProgressBar::new(len),
+            "replaying {wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
     } else {
-        ProgressBar::new_spinner()
+        (
+            ProgressBar::new_spinner(),
+            "replaying {spinner} {binary_bytes} {binary_bytes_per_sec}",
+        )
     };
-    if let Ok(style) = ProgressStyle::with_template(
-        "replaying {wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-    ) {
+    if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
     bar
