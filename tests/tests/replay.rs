@@ -180,3 +180,231 @@ fn e2e_replay_bad_line_names_line_and_field() {
         String::from_utf8_lossy(&out.stderr).contains("cannot open scenario /nonexistent.jsonl")
     );
 }
+
+/// `drainguard sim --preset NAME --seed SEED [extra] --out DIR/NAME.jsonl`.
+fn sim(dir: &std::path::Path, preset: &str, seed: &str, extra: &[&str]) -> std::path::PathBuf {
+    let file = dir.join(format!("{preset}.jsonl"));
+    let mut args = vec!["sim", "--preset", preset, "--seed", seed];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--out", file.to_str().unwrap()]);
+    let out = drainguard(&args).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    file
+}
+
+/// The opening tags' attributes and the text of every `<tag>` element of
+/// plotters' SVG (one element a line or two; no nesting in what we read).
+fn elements<'a>(svg: &'a str, tag: &str) -> Vec<(&'a str, &'a str)> {
+    let open = format!("<{tag} ");
+    let close = format!("</{tag}>");
+    let mut found = Vec::new();
+    let mut rest = svg;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        let end = rest.find('>').unwrap();
+        let attrs = rest[..end].trim_end_matches('/');
+        let body = if rest[..end].ends_with('/') {
+            ""
+        } else {
+            rest[end + 1..].split(&close).next().unwrap().trim()
+        };
+        found.push((attrs, body));
+        rest = &rest[end..];
+    }
+    found
+}
+
+fn attr<'a>(attrs: &'a str, name: &str) -> &'a str {
+    let key = format!("{name}=\"");
+    let i = attrs
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {attrs}"));
+    attrs[i + key.len()..].split('"').next().unwrap()
+}
+
+fn points(attrs: &str) -> Vec<(f64, f64)> {
+    attr(attrs, "points")
+        .split_whitespace()
+        .map(|p| {
+            let (x, y) = p.split_once(',').unwrap();
+            (x.parse().unwrap(), y.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Seconds since midnight UTC of `HH:MM` or `HH:MM:SS`.
+fn clock(s: &str) -> f64 {
+    s.split(':')
+        .zip([3600.0, 60.0, 1.0])
+        .map(|(v, unit)| v.parse::<f64>().unwrap() * unit)
+        .sum()
+}
+
+const FREEZE_RED: &str = "#D62728";
+
+/// Vertical red lines: the freeze markers (two a freeze, one a panel).
+fn freeze_lines(svg: &str) -> Vec<(f64, &str)> {
+    elements(svg, "polyline")
+        .into_iter()
+        .filter(|(a, _)| attr(a, "stroke") == FREEZE_RED)
+        .filter_map(|(a, _)| {
+            let p = points(a);
+            let vertical = p.len() == 2 && p[0].0 == p[1].0 && (p[0].1 - p[1].1).abs() > 50.0;
+            vertical.then(|| (p[0].0, attr(a, "stroke-width")))
+        })
+        .collect()
+}
+
+#[test]
+fn e2e_replay_plot_of_a_coinex_day_marks_the_freeze_and_draws_each_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = sim(dir.path(), "coinex", "1", &[]);
+    let svg_path = dir.path().join("day.svg");
+    let r = replay_json(
+        file.to_str().unwrap(),
+        &["--plot", svg_path.to_str().unwrap()],
+    );
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    let texts = elements(&svg, "text");
+
+    // The first freeze: its time and scope as text...
+    let freezes = r["freezes"].as_array().unwrap();
+    assert!(!freezes.is_empty());
+    let t0 = freezes[0]["t"].as_str().unwrap();
+    let full = format!(
+        "first freeze {} {}",
+        &t0[11..19],
+        freezes[0]["scope"].as_str().unwrap()
+    );
+    let label = texts
+        .iter()
+        .map(|(_, body)| *body)
+        .find(|b| b.starts_with("first freeze"))
+        .expect("a first-freeze label");
+    assert!(
+        full.starts_with(label.trim_end_matches('…')),
+        "{label:?} is not the first freeze {full:?}"
+    );
+    // ...and a line for every freeze in each panel, the first one bold,
+    // where the time axis puts the first freeze's time.
+    let lines = freeze_lines(&svg);
+    assert_eq!(lines.len(), 2 * freezes.len(), "{lines:?}");
+    assert_eq!(lines[0].1, "2");
+    let ticks: Vec<(f64, f64)> = texts
+        .iter()
+        .filter(|(a, b)| {
+            attr(a, "text-anchor") == "middle" && b.len() == 5 && b.as_bytes()[2] == b':'
+        })
+        .map(|(a, b)| (clock(b), attr(a, "x").parse().unwrap()))
+        .collect();
+    assert!(ticks.len() >= 6, "{ticks:?}");
+    // The two ticks either side of the freeze.
+    let at = clock(t0[11..].trim_end_matches('Z'));
+    let i = ticks.iter().rposition(|(s, _)| *s <= at).unwrap();
+    let (a, b) = (ticks[i], ticks[i + 1]);
+    let px_per_s = (b.1 - a.1) / (b.0 - a.0);
+    let want = a.1 + (at - a.0) * px_per_s;
+    assert!(
+        (lines[0].0 - want).abs() <= 2.0,
+        "first freeze drawn at x={} but {t0} is at x={want:.1}",
+        lines[0].0
+    );
+
+    // A line per chain: each chain of the scenario in the legend, drawn
+    // in the legend sample's colour, and an attack line for each chain the
+    // attack drained.
+    let scenario = std::fs::read_to_string(&file).unwrap();
+    let (mut chains, mut attacked) = (Vec::new(), Vec::new());
+    for line in scenario.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let chain = v["chain"].as_str().unwrap_or_default().to_string();
+        if v["kind"] == "wallet" && !chains.contains(&chain) {
+            chains.push(chain);
+        } else if v["kind"] == "transfer" && v["label"] == "attack" && !attacked.contains(&chain) {
+            attacked.push(chain);
+        }
+    }
+    assert!(
+        chains.len() >= 3 && attacked.len() >= 2,
+        "{chains:?} {attacked:?}"
+    );
+    let polylines = elements(&svg, "polyline");
+    for (chain, flow, min_points) in chains
+        .iter()
+        .map(|c| (c, "normal", 50))
+        .chain(attacked.iter().map(|c| (c, "attack", 2)))
+    {
+        let name = format!("{chain} {flow}");
+        let (text, _) = texts
+            .iter()
+            .find(|(_, b)| *b == name)
+            .unwrap_or_else(|| panic!("no legend entry {name:?}"));
+        let (tx, ty): (f64, f64) = (
+            attr(text, "x").parse().unwrap(),
+            attr(text, "y").parse().unwrap(),
+        );
+        // The legend sample: the short level line left of the entry's text,
+        // level with it.
+        let sample = polylines
+            .iter()
+            .map(|(a, _)| *a)
+            .filter(|a| {
+                let p = points(a);
+                p.len() == 2 && p[0].1 == p[1].1 && p[1].0 < tx && p[0].0 > tx - 40.0
+            })
+            .min_by_key(|a| (points(a)[0].1 - (ty + 5.0)).abs() as i64)
+            .unwrap();
+        let color = attr(sample, "stroke");
+        assert!(
+            polylines
+                .iter()
+                .any(|(a, _)| attr(a, "stroke") == color && points(a).len() >= min_points),
+            "no {name} line in {color}"
+        );
+    }
+    // Findings by severity, with their rows named.
+    for row in ["info", "warning", "critical"] {
+        assert!(texts.iter().any(|(_, b)| *b == row), "no {row} row");
+    }
+}
+
+#[test]
+fn e2e_replay_plot_of_a_normal_day_has_no_freeze_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = sim(dir.path(), "normal", "1", &["--hours", "6"]);
+    let svg_path = dir.path().join("normal.svg");
+    let r = replay_json(
+        file.to_str().unwrap(),
+        &["--plot", svg_path.to_str().unwrap()],
+    );
+    assert_eq!(r["freezes"].as_array().unwrap().len(), 0);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(freeze_lines(&svg).is_empty());
+    assert!(!svg.contains("first freeze") && !svg.contains(FREEZE_RED));
+    assert!(!svg.contains(" attack\n"), "no attack line on a normal day");
+    assert!(
+        svg.contains("\nethereum normal\n"),
+        "the chains are still drawn"
+    );
+}
+
+#[test]
+fn e2e_replay_plot_to_an_unwritable_path_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = sim(dir.path(), "normal", "2", &["--hours", "1"]);
+    let out = drainguard(&[
+        "replay",
+        file.to_str().unwrap(),
+        "--plot",
+        "/nonexistent-dir/x.svg",
+    ])
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write /nonexistent-dir/x.svg"), "{err}");
+}

@@ -4,6 +4,13 @@
 //! the score, as DESIGN.md defines it: the detection delay from the first
 //! attack record to the first freeze, the attack value and how much of it
 //! left before the freeze, and the false freezes.
+//!
+//! A replay can also hand every record to an [`Observer`] as it goes; the
+//! [`Timeline`] is the one that collects the outflow plot's data.
+
+mod timeline;
+
+pub use timeline::{Flow, Observer, Series, Step, Timeline};
 
 use std::{
     collections::{HashMap, HashSet},
@@ -207,6 +214,21 @@ pub fn replay_records<I>(records: I, rules: RuleSet) -> Result<Replay, ScenarioE
 where
     I: IntoIterator<Item = Result<Record, ScenarioError>>,
 {
+    replay_observed(records, rules, &mut ())
+}
+
+/// Replays records and shows each one to `observer` before the engine sees
+/// it (a [`Timeline`] for a plot). Generic, so that the plain replay's `()`
+/// observer costs nothing.
+pub fn replay_observed<I, O>(
+    records: I,
+    rules: RuleSet,
+    observer: &mut O,
+) -> Result<Replay, ScenarioError>
+where
+    I: IntoIterator<Item = Result<Record, ScenarioError>>,
+    O: Observer + ?Sized,
+{
     let started = Instant::now();
     let mut engine = Engine::new(rules);
     let mut scorer = Scorer::default();
@@ -219,6 +241,7 @@ where
         first_t.get_or_insert(record.t);
         last_t = Some(record.t);
         scorer.observe(&record);
+        observer.record(&record);
         let event = Event {
             t: record.t,
             kind: record.kind,
