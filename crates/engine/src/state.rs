@@ -10,8 +10,8 @@ use std::{
 };
 
 use drainguard_model::{
-    Address, Amount, Asset, BalanceObs, Chain, Intent, Price, Stage, Timestamp, Transfer, TxHash,
-    Usd, WalletRole,
+    Address, Amount, Asset, BalanceObs, Chain, Intent, Price, Raw, Stage, Timestamp, Transfer,
+    TxHash, Usd, WalletRole,
 };
 use hashbrown::HashTable;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -412,23 +412,19 @@ impl std::hash::Hash for TxKey {
 }
 
 impl TxKey {
+    /// The key of a hash, from the bytes it was decoded to when it was
+    /// made (the same shapes this engine once decoded itself).
     fn of(h: &TxHash) -> TxKey {
-        let s = h.as_str().as_bytes();
-        let (prefixed, hex) = match s.strip_prefix(b"0x") {
-            Some(rest) => (true, rest),
-            None => (false, s),
-        };
-        if hex.len() != 64 {
-            return TxKey::Text(h.clone());
-        }
-        let mut out = [0u8; 32];
-        if !crate::intern::decode_hex(hex, &mut out) {
-            return TxKey::Text(h.clone());
-        }
-        if prefixed {
-            TxKey::Prefixed(out)
-        } else {
-            TxKey::Bare(out)
+        match h.raw() {
+            Raw::Hex32 {
+                prefixed: true,
+                bytes,
+            } => TxKey::Prefixed(bytes),
+            Raw::Hex32 {
+                prefixed: false,
+                bytes,
+            } => TxKey::Bare(bytes),
+            Raw::Text | Raw::Hex20(_) => TxKey::Text(h.clone()),
         }
     }
 }
