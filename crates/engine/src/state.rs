@@ -150,9 +150,12 @@ pub(crate) struct Wallet {
 pub(crate) struct HeadTrack {
     pub(crate) last_block: u64,
     pub(crate) last_t: Timestamp,
-    /// Nanoseconds between the last heads, newest last (at most
-    /// [`HEAD_INTERVALS`]).
-    pub(crate) intervals: VecDeque<i64>,
+    /// Nanoseconds between the last heads (at most [`HEAD_INTERVALS`]), in
+    /// a fixed ring: a head replaces the oldest in place, with no queue
+    /// to grow or shift.
+    ring: [i64; HEAD_INTERVALS],
+    /// Where the oldest interval is in `ring`.
+    ring_at: usize,
     /// The same intervals in order, kept so by insertion on each head: the
     /// blind check reads the median every second, and a head must not
     /// allocate or sort.
@@ -165,7 +168,8 @@ impl Default for HeadTrack {
         HeadTrack {
             last_block: 0,
             last_t: Timestamp::default(),
-            intervals: VecDeque::with_capacity(HEAD_INTERVALS),
+            ring: [0; HEAD_INTERVALS],
+            ring_at: 0,
             sorted: [0; HEAD_INTERVALS],
             sorted_len: 0,
         }
@@ -184,12 +188,17 @@ impl HeadTrack {
         self.sorted[self.sorted_len / 2]
     }
 
+    /// How many intervals are known (at most [`HEAD_INTERVALS`]).
+    pub(crate) fn interval_count(&self) -> usize {
+        self.sorted_len
+    }
+
     fn push_interval(&mut self, dt: i64) {
         let n = self.sorted_len;
         let sorted = &mut self.sorted;
-        if self.intervals.len() == HEAD_INTERVALS
-            && let Some(old) = self.intervals.pop_front()
-        {
+        if n == HEAD_INTERVALS {
+            let old = std::mem::replace(&mut self.ring[self.ring_at], dt);
+            self.ring_at = (self.ring_at + 1) % HEAD_INTERVALS;
             // Replace the oldest value in place and bubble the new one to
             // its position: at most 31 moves, no call.
             let mut at = sorted[..n].partition_point(|&x| x < old);
@@ -202,7 +211,8 @@ impl HeadTrack {
                 sorted.swap(at, at + 1);
                 at += 1;
             }
-        } else if n < HEAD_INTERVALS {
+        } else {
+            self.ring[(self.ring_at + n) % HEAD_INTERVALS] = dt;
             let mut at = n;
             sorted[at] = dt;
             while at > 0 && sorted[at - 1] > sorted[at] {
@@ -211,7 +221,6 @@ impl HeadTrack {
             }
             self.sorted_len = n + 1;
         }
-        self.intervals.push_back(dt);
     }
 }
 
@@ -802,16 +811,25 @@ impl State {
                 u32::try_from(self.slab.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        // Records nearly always come in time order: then this appends.
+        // Records nearly always come in time order: then this appends,
+        // found from the newest entry alone.
         let slab = &self.slab;
-        let at = self.by_age.len()
-            - self
-                .by_age
-                .iter()
-                .rev()
-                .take_while(|&&j| slab[j as usize].first_seen > t)
-                .count();
-        self.by_age.insert(at, i);
+        if self
+            .by_age
+            .back()
+            .is_none_or(|&j| slab[j as usize].first_seen <= t)
+        {
+            self.by_age.push_back(i);
+        } else {
+            let at = self.by_age.len()
+                - self
+                    .by_age
+                    .iter()
+                    .rev()
+                    .take_while(|&&j| slab[j as usize].first_seen > t)
+                    .count();
+            self.by_age.insert(at, i);
+        }
         let hasher = &self.transfer_hasher;
         let tx = key.1.clone();
         self.transfers
