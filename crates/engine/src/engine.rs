@@ -1200,7 +1200,10 @@ impl Engine {
                     };
                     let wkey = *wkey;
                     if !window_over(w, &self.state, rule, &wkey, t) {
-                        fired.remove(&wkey);
+                        // Nearly always nothing has fired: no key to hash.
+                        if !fired.is_empty() {
+                            fired.remove(&wkey);
+                        }
                     } else if !fired.contains(&wkey) {
                         match describe_window(w, &self.state, rule, &wkey) {
                             None => {
@@ -1263,7 +1266,9 @@ impl Engine {
                         && (p.min_sources.is_some_and(|m| sum.sources >= m)
                             || p.repeat_count.is_some_and(|r| sum.payments >= r));
                     if !converging {
-                        fired.remove(&s.to);
+                        if !fired.is_empty() {
+                            fired.remove(&s.to);
+                        }
                     } else if fired.insert(s.to) {
                         let summary = format!(
                             "{} received {} payments from {} hot wallet(s) in {}, {} of their balances, within {} of first being paid",
@@ -1792,7 +1797,7 @@ impl Engine {
             .find(|(ch, _)| ch == chain);
         match configured {
             Some((_, d)) => Some(d.as_nanos() as f64),
-            None if track.intervals.len() >= p.warmup_heads as usize => {
+            None if track.interval_count() >= p.warmup_heads as usize => {
                 Some(track.median_interval() as f64)
             }
             None => None,

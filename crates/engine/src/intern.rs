@@ -6,7 +6,7 @@
 //! destinations cost tens of megabytes, not hundreds. Lookups are exact:
 //! ids are compared by their bytes, never by a hash alone.
 
-use drainguard_model::Address;
+use drainguard_model::{Address, Raw};
 use hashbrown::HashTable;
 
 /// A dense id of an interned address.
@@ -35,49 +35,18 @@ fn slice<'a>(chunks: &'a [Vec<u8>], starts: &[u32], lens: &[u8], id: u32) -> &'a
     &chunks[c][off..off + len]
 }
 
-/// Decodes lowercase hex, eight characters a step (SWAR): the engine
-/// decodes an address or a transaction hash for nearly every record.
-/// `src` is twice as long as `out` and a multiple of eight; false for
-/// anything but `0-9a-f`, and `out` is then unspecified.
-pub(crate) fn decode_hex(src: &[u8], out: &mut [u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    if src.len() != out.len() * 2 || !src.len().is_multiple_of(8) {
-        return false;
-    }
-    let mut ok = true;
-    for (chunk, o) in src.chunks_exact(8).zip(out.chunks_exact_mut(4)) {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(b);
-        let x = v | HIGH;
-        // High bit of each byte set where that byte is at least `c`
-        // (no borrow crosses bytes: each byte of `x` is at least 0x80).
-        let at_least = |c: u8| x.wrapping_sub(ONES * u64::from(c)) & HIGH;
-        let digit = at_least(b'0') & !at_least(b'9' + 1);
-        let letter = at_least(b'a') & !at_least(b'f' + 1);
-        ok &= v & HIGH == 0 && digit | letter == HIGH;
-        let nibbles = (v & (ONES * 0x0f)) + (letter >> 7) * 9;
-        // Pairs of nibbles into bytes, then the four bytes together.
-        let lanes = 0x00ff_00ff_00ff_00ff;
-        let p = ((nibbles & lanes) << 4) | ((nibbles >> 8) & lanes);
-        let p = (p | (p >> 8)) & 0x0000_ffff_0000_ffff;
-        let p = (p | (p >> 16)) & 0xffff_ffff;
-        o.copy_from_slice(&(p as u32).to_le_bytes());
-    }
-    ok
-}
-
 /// The 20 bytes of a lowercase `0x` + 40-hex address, with tag 1 in
 /// front: the compact encoding of nearly every address the engine sees,
 /// decoded on the stack.
-fn encode_evm(b: &[u8]) -> Option<[u8; 21]> {
-    if b.len() != 42 || b[0] != b'0' || b[1] != b'x' {
+fn encode_evm(a: &Address) -> Option<[u8; 21]> {
+    // Decoded when the address was made (lowercase `0x` + 40 hex only).
+    let Raw::Hex20(bytes) = a.raw() else {
         return None;
-    }
+    };
     let mut out = [0u8; 21];
     out[0] = 1;
-    decode_hex(&b[2..], &mut out[1..]).then_some(out)
+    out[1..].copy_from_slice(&bytes);
+    Some(out)
 }
 
 /// The compact encoding of any other address: tag 0 and the string's
@@ -122,7 +91,7 @@ impl AddrTable {
 
     /// The id of an address, if it has been interned.
     pub(crate) fn get(&mut self, a: &Address) -> Option<AddrId> {
-        if let Some(evm) = encode_evm(a.as_str().as_bytes()) {
+        if let Some(evm) = encode_evm(a) {
             return self.find(&evm).map(AddrId);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -135,7 +104,7 @@ impl AddrTable {
     /// The id of an address, interning it if new. The second value says
     /// whether it was new.
     pub(crate) fn intern(&mut self, a: &Address) -> (AddrId, bool) {
-        if let Some(evm) = encode_evm(a.as_str().as_bytes()) {
+        if let Some(evm) = encode_evm(a) {
             return self.intern_encoded(&evm);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -205,57 +174,6 @@ impl AddrTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    /// Lowercase hex digit values; 0xff marks anything else.
-    const HEX: [u8; 256] = {
-        let mut t = [0xffu8; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b'0' as usize + i] = i as u8;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 6 {
-            t[b'a' as usize + i] = 10 + i as u8;
-            i += 1;
-        }
-        t
-    };
-
-    /// Decoding one digit at a time through the table: the reference.
-    fn by_table(src: &[u8]) -> Option<Vec<u8>> {
-        src.chunks_exact(2)
-            .map(|p| {
-                let (h, l) = (HEX[usize::from(p[0])], HEX[usize::from(p[1])]);
-                (h | l < 16).then_some(h << 4 | l)
-            })
-            .collect()
-    }
-
-    proptest! {
-        #[test]
-        fn swar_hex_matches_the_table(
-            src in prop_oneof![
-                "[0-9a-f]{64}",
-                "[0-9a-f]{40}",
-                "[0-9a-fA-F]{40}",
-                "[0-9a-f/:@`gG\\x00-\\x7f]{8}",
-                proptest::collection::vec(any::<u8>(), 16).prop_map(|v| String::from_utf8_lossy(&v).chars().take(16).collect::<String>()),
-            ]
-        ) {
-            let src = src.as_bytes();
-            if src.len() % 8 != 0 {
-                return Ok(());
-            }
-            let mut out = vec![0u8; src.len() / 2];
-            let ok = decode_hex(src, &mut out);
-            match by_table(src) {
-                Some(want) => prop_assert!(ok && out == want),
-                None => prop_assert!(!ok),
-            }
-        }
-    }
 
     #[test]
     fn interned_addresses_are_spelled_back_exactly() {
@@ -273,18 +191,5 @@ mod tests {
             assert_eq!(t.get(&address), Some(id));
         }
         assert_eq!(t.address(AddrId(99)), None);
-    }
-
-    #[test]
-    fn swar_hex_rejects_each_neighbour_of_the_ranges() {
-        for bad in [b'/', b':', b'`', b'g', b'A', b'F', 0x80, 0xff] {
-            let mut src = *b"0123456789abcdef";
-            src[5] = bad;
-            let mut out = [0u8; 8];
-            assert!(!decode_hex(&src, &mut out), "{bad:#x}");
-        }
-        let mut out = [0u8; 8];
-        assert!(decode_hex(b"0123456789abcdef", &mut out));
-        assert_eq!(out, [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]);
     }
 }

@@ -10,8 +10,8 @@ use std::{
 };
 
 use drainguard_model::{
-    Address, Amount, Asset, BalanceObs, Chain, Intent, Price, Stage, Timestamp, Transfer, TxHash,
-    Usd, WalletRole,
+    Address, Amount, Asset, BalanceObs, Chain, Intent, Price, Raw, Stage, Timestamp, Transfer,
+    TxHash, Usd, WalletRole,
 };
 use hashbrown::HashTable;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -150,9 +150,12 @@ pub(crate) struct Wallet {
 pub(crate) struct HeadTrack {
     pub(crate) last_block: u64,
     pub(crate) last_t: Timestamp,
-    /// Nanoseconds between the last heads, newest last (at most
-    /// [`HEAD_INTERVALS`]).
-    pub(crate) intervals: VecDeque<i64>,
+    /// Nanoseconds between the last heads (at most [`HEAD_INTERVALS`]), in
+    /// a fixed ring: a head replaces the oldest in place, with no queue
+    /// to grow or shift.
+    ring: [i64; HEAD_INTERVALS],
+    /// Where the oldest interval is in `ring`.
+    ring_at: usize,
     /// The same intervals in order, kept so by insertion on each head: the
     /// blind check reads the median every second, and a head must not
     /// allocate or sort.
@@ -165,7 +168,8 @@ impl Default for HeadTrack {
         HeadTrack {
             last_block: 0,
             last_t: Timestamp::default(),
-            intervals: VecDeque::with_capacity(HEAD_INTERVALS),
+            ring: [0; HEAD_INTERVALS],
+            ring_at: 0,
             sorted: [0; HEAD_INTERVALS],
             sorted_len: 0,
         }
@@ -184,12 +188,17 @@ impl HeadTrack {
         self.sorted[self.sorted_len / 2]
     }
 
+    /// How many intervals are known (at most [`HEAD_INTERVALS`]).
+    pub(crate) fn interval_count(&self) -> usize {
+        self.sorted_len
+    }
+
     fn push_interval(&mut self, dt: i64) {
         let n = self.sorted_len;
         let sorted = &mut self.sorted;
-        if self.intervals.len() == HEAD_INTERVALS
-            && let Some(old) = self.intervals.pop_front()
-        {
+        if n == HEAD_INTERVALS {
+            let old = std::mem::replace(&mut self.ring[self.ring_at], dt);
+            self.ring_at = (self.ring_at + 1) % HEAD_INTERVALS;
             // Replace the oldest value in place and bubble the new one to
             // its position: at most 31 moves, no call.
             let mut at = sorted[..n].partition_point(|&x| x < old);
@@ -202,7 +211,8 @@ impl HeadTrack {
                 sorted.swap(at, at + 1);
                 at += 1;
             }
-        } else if n < HEAD_INTERVALS {
+        } else {
+            self.ring[(self.ring_at + n) % HEAD_INTERVALS] = dt;
             let mut at = n;
             sorted[at] = dt;
             while at > 0 && sorted[at - 1] > sorted[at] {
@@ -211,7 +221,6 @@ impl HeadTrack {
             }
             self.sorted_len = n + 1;
         }
-        self.intervals.push_back(dt);
     }
 }
 
@@ -412,23 +421,19 @@ impl std::hash::Hash for TxKey {
 }
 
 impl TxKey {
+    /// The key of a hash, from the bytes it was decoded to when it was
+    /// made (the same shapes this engine once decoded itself).
     fn of(h: &TxHash) -> TxKey {
-        let s = h.as_str().as_bytes();
-        let (prefixed, hex) = match s.strip_prefix(b"0x") {
-            Some(rest) => (true, rest),
-            None => (false, s),
-        };
-        if hex.len() != 64 {
-            return TxKey::Text(h.clone());
-        }
-        let mut out = [0u8; 32];
-        if !crate::intern::decode_hex(hex, &mut out) {
-            return TxKey::Text(h.clone());
-        }
-        if prefixed {
-            TxKey::Prefixed(out)
-        } else {
-            TxKey::Bare(out)
+        match h.raw() {
+            Raw::Hex32 {
+                prefixed: true,
+                bytes,
+            } => TxKey::Prefixed(bytes),
+            Raw::Hex32 {
+                prefixed: false,
+                bytes,
+            } => TxKey::Bare(bytes),
+            Raw::Text | Raw::Hex20(_) => TxKey::Text(h.clone()),
         }
     }
 }
@@ -806,16 +811,25 @@ impl State {
                 u32::try_from(self.slab.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        // Records nearly always come in time order: then this appends.
+        // Records nearly always come in time order: then this appends,
+        // found from the newest entry alone.
         let slab = &self.slab;
-        let at = self.by_age.len()
-            - self
-                .by_age
-                .iter()
-                .rev()
-                .take_while(|&&j| slab[j as usize].first_seen > t)
-                .count();
-        self.by_age.insert(at, i);
+        if self
+            .by_age
+            .back()
+            .is_none_or(|&j| slab[j as usize].first_seen <= t)
+        {
+            self.by_age.push_back(i);
+        } else {
+            let at = self.by_age.len()
+                - self
+                    .by_age
+                    .iter()
+                    .rev()
+                    .take_while(|&&j| slab[j as usize].first_seen > t)
+                    .count();
+            self.by_age.insert(at, i);
+        }
         let hasher = &self.transfer_hasher;
         let tx = key.1.clone();
         self.transfers

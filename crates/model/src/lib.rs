@@ -17,5 +17,5 @@ pub use event::{
     Intent, PriceObs, Stage, Transfer, TransferKey, WalletDecl, WalletRole,
 };
 pub use finding::{Evidence, Finding, Freeze, FreezeId, Scope, ScopeError, Severity};
-pub use ids::{Address, Asset, Chain, TxHash};
+pub use ids::{Address, Asset, Chain, Raw, TxHash};
 pub use time::{Timestamp, TimestampError};
