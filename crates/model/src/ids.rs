@@ -175,15 +175,15 @@ macro_rules! hex_id {
         impl $name {
             /// Builds the identifier, normalizing its spelling.
             pub fn new(s: &str) -> Self {
-                let f: fn(&str) -> Box<str> = $normalize;
+                let f: fn(&str) -> Text = $normalize;
                 let s = f(s);
-                let raw = Ignored(Raw::of(&s));
+                let raw = Ignored(Raw::of(s.as_str()));
                 $name(Arc::new(HexRepr { s, raw }))
             }
 
             /// The normalized string.
             pub fn as_str(&self) -> &str {
-                &self.0.s
+                self.0.s.as_str()
             }
 
             /// Its bytes, when it is lowercase hex of the usual length.
@@ -229,18 +229,68 @@ macro_rules! hex_id {
 /// by its string alone.
 #[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct HexRepr {
-    s: Box<str>,
+    s: Text,
     raw: Ignored,
 }
 
-fn hex_case_insensitive(s: &str) -> Box<str> {
+/// The longest id kept inline: `0x` and 64 hex digits.
+const INLINE: usize = 66;
+
+/// An id's string: inline up to [`INLINE`] bytes, so nearly every id is
+/// one allocation (its shared block), as it was when it held only the
+/// string; longer ones on the heap.
+enum Text {
+    Inline(arrayvec::ArrayString<INLINE>),
+    Heap(Box<str>),
+}
+
+impl Text {
+    fn new(s: &str) -> Text {
+        match arrayvec::ArrayString::from(s) {
+            Ok(a) => Text::Inline(a),
+            Err(_) => Text::Heap(Box::from(s)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Inline(a) => a.as_str(),
+            Text::Heap(b) => b,
+        }
+    }
+}
+
+// Compared, ordered and hashed as the string, whichever way it is held.
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for Text {}
+impl PartialOrd for Text {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Text {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+fn hex_case_insensitive(s: &str) -> Text {
     let is_hex = s.len() > 2
         && (s.starts_with("0x") || s.starts_with("0X"))
         && s[2..].bytes().all(|b| b.is_ascii_hexdigit());
     if is_hex && s.bytes().any(|b| b.is_ascii_uppercase()) {
-        s.to_ascii_lowercase().into_boxed_str()
+        Text::new(&s.to_ascii_lowercase())
     } else {
-        Box::from(s)
+        Text::new(s)
     }
 }
 
@@ -370,6 +420,11 @@ mod tests {
         assert_eq!(Address::new("TXyZ").raw(), Raw::Text);
         assert_eq!(Address::new(&"ab".repeat(20)).raw(), Raw::Text);
         assert_eq!(Address::new("0xab").raw(), Raw::Text);
+        // Longer than the inline limit: kept whole, compared as strings.
+        let long = "x".repeat(100);
+        assert_eq!(Address::new(&long).as_str(), long);
+        assert_eq!(Address::new(&long), Address::new(&long));
+        assert!(Address::new(&long) > Address::new("a"));
     }
 
     proptest! {
