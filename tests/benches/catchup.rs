@@ -121,15 +121,10 @@ fn main() -> anyhow::Result<()> {
     );
 
     let dir = tempfile::tempdir()?;
-    let cfg = dir.path().join("drainguard.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let cfg = drainguard_e2e::write_config(
+        dir.path(),
+        &format!(
             r#"
-[api]
-listen = "127.0.0.1:0"
-[store]
-path = "state/drainguard.sqlite"
 [source.sim]
 enabled = false
 [[source.evm]]

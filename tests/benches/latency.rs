@@ -35,15 +35,10 @@ fn config(
     mempool: bool,
     hot: &str,
 ) -> std::path::PathBuf {
-    let path = dir.join("drainguard.toml");
-    std::fs::write(
-        &path,
-        format!(
+    drainguard_e2e::write_config(
+        dir,
+        &format!(
             r#"
-[api]
-listen = "127.0.0.1:0"
-[store]
-path = "state/drainguard.sqlite"
 [source.sim]
 enabled = false
 [webhook]
@@ -65,8 +60,7 @@ prices = {{ ETH = 3000.0 }}
             anvil.ws_url()
         ),
     )
-    .unwrap();
-    path
+    .unwrap()
 }
 
 /// The next freeze raised (not a lift) to arrive after `seen` deliveries.

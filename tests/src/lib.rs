@@ -64,6 +64,17 @@ pub fn drainguard_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Writes `dir/drainguard.toml` for a test: the API on a free loopback
+/// port and the store inside `dir`, then `body` (sources, responders).
+pub fn write_config(dir: &Path, body: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join("drainguard.toml");
+    let text = format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"state/drainguard.sqlite\"\n{body}"
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// Runs `drainguard` with arguments to completion.
 pub fn drainguard(args: &[&str]) -> anyhow::Result<std::process::Output> {
     Command::new(drainguard_bin()?)

@@ -37,15 +37,10 @@ fn config(dir: &Path, endpoints: &str, tokens: &str) -> PathBuf {
 
 /// The configuration with `extra` keys in the chain's table.
 fn config_with(dir: &Path, endpoints: &str, tokens: &str, extra: &str) -> PathBuf {
-    let path = dir.join("drainguard.toml");
-    std::fs::write(
-        &path,
-        format!(
+    drainguard_e2e::write_config(
+        dir,
+        &format!(
             r#"
-[api]
-listen = "127.0.0.1:0"
-[store]
-path = "state/drainguard.sqlite"
 [source.sim]
 enabled = false
 [[source.evm]]
@@ -63,8 +58,7 @@ prices = {{ ETH = 3000.0, TT = 1.0 }}
 "#
         ),
     )
-    .unwrap();
-    path
+    .unwrap()
 }
 
 fn one_endpoint(anvil: &Anvil) -> String {

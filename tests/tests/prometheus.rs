@@ -92,15 +92,10 @@ fn alert_lhs(rules: &Path) -> Vec<(String, String)> {
 }
 
 fn config(dir: &Path, anvil: &Anvil) -> PathBuf {
-    let path = dir.join("drainguard.toml");
-    std::fs::write(
-        &path,
-        format!(
+    drainguard_e2e::write_config(
+        dir,
+        &format!(
             r#"
-[api]
-listen = "127.0.0.1:0"
-[store]
-path = "state/drainguard.sqlite"
 [source.sim]
 enabled = true
 preset = "coinex"
@@ -129,8 +124,7 @@ prices = {{ ETH = 3000.0 }}
             anvil.ws_url()
         ),
     )
-    .unwrap();
-    path
+    .unwrap()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use drainguard_model::{Event, EventKind, Stage, WalletRole};
+use drainguard_model::{Address, Asset, Chain, Event, EventKind, Stage, WalletRole};
 use prometheus::{
     CounterVec, Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -184,8 +184,8 @@ impl Metrics {
 /// and a wallet name (never an address) on each hot-wallet outflow.
 #[derive(Debug, Default)]
 pub(crate) struct OutflowMeter {
-    wallets: HashMap<(String, String), (String, WalletRole)>,
-    prices: HashMap<String, f64>,
+    wallets: HashMap<(Chain, Address), (String, WalletRole)>,
+    prices: HashMap<Asset, f64>,
 }
 
 impl OutflowMeter {
@@ -194,30 +194,28 @@ impl OutflowMeter {
         match &event.kind {
             EventKind::Wallet(w) => {
                 self.wallets.insert(
-                    (w.chain.to_string(), w.address.to_string()),
+                    (w.chain.clone(), w.address.clone()),
                     (w.name.clone(), w.role),
                 );
             }
             EventKind::Price(p) => {
-                self.prices.insert(p.asset.to_string(), p.usd.0);
+                self.prices.insert(p.asset.clone(), p.usd.0);
             }
             EventKind::Head(h) => {
                 // The chain's blind series exists from its first head.
                 metrics.chain_blind.with_label_values(&[h.chain.as_str()]);
             }
             EventKind::Transfer(t) if t.stage == Stage::Included => {
-                let from = (t.chain.to_string(), t.from.to_string());
+                // Ids are reference-counted: these keys allocate nothing.
+                let from = (t.chain.clone(), t.from.clone());
                 let Some((name, WalletRole::Hot)) = self.wallets.get(&from) else {
                     return;
                 };
                 // A move between the exchange's own wallets is not an outflow.
-                if self
-                    .wallets
-                    .contains_key(&(t.chain.to_string(), t.to.to_string()))
-                {
+                if self.wallets.contains_key(&(t.chain.clone(), t.to.clone())) {
                     return;
                 }
-                let price = self.prices.get(t.asset.as_str()).copied().unwrap_or(0.0);
+                let price = self.prices.get(&t.asset).copied().unwrap_or(0.0);
                 let usd = t.amount.to_f64_units(t.decimals) * price;
                 if usd.is_finite() && usd > 0.0 {
                     metrics

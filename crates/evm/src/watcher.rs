@@ -179,13 +179,8 @@ impl EvmWatcher {
         wallets: &[EvmAddress],
         at: BlockId,
     ) -> Result<HashMap<EvmAddress, Vec<Option<BalanceObs>>>, EvmError> {
-        let native: Vec<Result<U256, _>> = self
-            .batch(
-                "eth_getBalance",
-                wallets.iter().map(|w| (*w, at)).collect(),
-                |_| true,
-            )
-            .await?;
+        let at_each: Vec<(BlockId, EvmAddress)> = wallets.iter().map(|w| (at, *w)).collect();
+        let native = self.balances(&at_each).await?;
         let tokens: Vec<(EvmAddress, Asset, u8)> = self
             .watched
             .tokens()
@@ -210,10 +205,8 @@ impl EvmWatcher {
                 amount: Amount(amount),
                 decimals,
             };
-            let mut held = vec![
-                n.ok()
-                    .map(|n| obs(self.watched.native.clone(), self.watched.native_decimals, n)),
-            ];
+            let mut held =
+                vec![n.map(|n| obs(self.watched.native.clone(), self.watched.native_decimals, n))];
             for (token, symbol, decimals) in &tokens {
                 let answer = answers.next().and_then(Result::ok);
                 held.push(match answer {
@@ -541,7 +534,12 @@ impl EvmWatcher {
         }
         let t_decode = t0.elapsed();
         let payers: Vec<(B256, EvmAddress)> = last_paid.into_iter().map(|(w, b)| (b, w)).collect();
-        let balances = self.balances(&payers).await?;
+        // EIP-1898: each balance as of that very block.
+        let at: Vec<_> = payers
+            .iter()
+            .map(|(hash, w)| (BlockId::from((*hash, Some(false))), *w))
+            .collect();
+        let balances = self.balances(&at).await?;
         for ((hash, wallet), balance) in payers.into_iter().zip(balances) {
             if let (Some(r), Some(balance)) = (read.iter_mut().find(|r| r.hash == hash), balance) {
                 r.balances.push(BalanceObs {
@@ -850,15 +848,14 @@ impl EvmWatcher {
         Ok(bodies)
     }
 
-    /// Native balances of wallets as of blocks (by hash). A node that no
-    /// longer has a block's state (a pruned full node, far behind) says so
-    /// for that balance: `None`, and the engine keeps its own count.
-    async fn balances(&mut self, at: &[(B256, EvmAddress)]) -> Result<Vec<Option<U256>>, EvmError> {
-        // EIP-1898: the balance as of that very block.
-        let params: Vec<_> = at
-            .iter()
-            .map(|(block, wallet)| (*wallet, BlockId::from((*block, Some(false)))))
-            .collect();
+    /// Native balances of wallets as of blocks. A node that no longer has
+    /// a block's state (a pruned full node, far behind) says so for that
+    /// balance: `None`, and the engine keeps its own count.
+    async fn balances(
+        &mut self,
+        at: &[(BlockId, EvmAddress)],
+    ) -> Result<Vec<Option<U256>>, EvmError> {
+        let params: Vec<_> = at.iter().map(|(block, wallet)| (*wallet, *block)).collect();
         let got: Vec<Result<U256, _>> = self.batch("eth_getBalance", params, |_| true).await?;
         Ok(got.into_iter().map(Result::ok).collect())
     }
