@@ -2,12 +2,13 @@
 //! cardinality (chain, kind, stage, rule, severity, scope level, wallet
 //! name, asset; never a tx hash or an address).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use drainguard_model::{Address, Asset, Chain, Event, EventKind, Stage, WalletRole};
+use drainguard_engine::WindowFigure;
+use drainguard_model::{Address, Asset, Chain, Event, EventKind, Scope, Stage, WalletRole};
 use prometheus::{
-    CounterVec, Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Build info (always 1), labelled with the version.
@@ -39,6 +40,14 @@ pub(crate) const CHAIN_BLIND: &str = "drainguard_chain_blind";
 /// USD value of outflows from hot wallets once in a block, by chain,
 /// wallet name and asset (display only: amounts stay integers elsewhere).
 pub(crate) const OUTFLOW_USD: &str = "drainguard_outflow_value_usd_total";
+/// A volume window's current total in USD, by rule, chain, wallet name and
+/// asset (wallet and asset empty where the window spans more).
+pub(crate) const WINDOW_TOTAL_USD: &str = "drainguard_window_total_usd";
+/// What the window's rule allows, in USD, with the same labels.
+pub(crate) const WINDOW_LIMIT_USD: &str = "drainguard_window_limit_usd";
+/// The window's total as a share of its limit (1 = at the limit); also for
+/// velocity windows, which count outflows rather than dollars.
+pub(crate) const WINDOW_USAGE: &str = "drainguard_window_usage_ratio";
 
 /// Every metric, registered once.
 #[derive(Debug, Clone)]
@@ -57,7 +66,15 @@ pub(crate) struct Metrics {
     pub(crate) open_intents: IntGauge,
     pub(crate) chain_blind: IntGaugeVec,
     pub(crate) outflow_usd: CounterVec,
+    pub(crate) window_total_usd: GaugeVec,
+    pub(crate) window_limit_usd: GaugeVec,
+    pub(crate) window_usage: GaugeVec,
 }
+
+/// The most window series shown at once.
+pub(crate) const MAX_WINDOW_SERIES: usize = 1000;
+
+const WINDOW_LABELS: &[&str] = &["rule", "chain", "wallet", "asset"];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -134,6 +151,27 @@ impl Metrics {
                 ),
                 &["chain", "wallet", "asset"],
             )?,
+            window_total_usd: GaugeVec::new(
+                Opts::new(
+                    WINDOW_TOTAL_USD,
+                    "A volume window's current total in USD, by rule, chain, wallet name and asset",
+                ),
+                WINDOW_LABELS,
+            )?,
+            window_limit_usd: GaugeVec::new(
+                Opts::new(
+                    WINDOW_LIMIT_USD,
+                    "What a volume window's rule allows in USD (its tightest limit)",
+                ),
+                WINDOW_LABELS,
+            )?,
+            window_usage: GaugeVec::new(
+                Opts::new(
+                    WINDOW_USAGE,
+                    "A window's total as a share of its rule's limit (1 = at the limit)",
+                ),
+                WINDOW_LABELS,
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.events.clone()))?;
@@ -149,6 +187,9 @@ impl Metrics {
         m.registry.register(Box::new(m.open_intents.clone()))?;
         m.registry.register(Box::new(m.chain_blind.clone()))?;
         m.registry.register(Box::new(m.outflow_usd.clone()))?;
+        m.registry.register(Box::new(m.window_total_usd.clone()))?;
+        m.registry.register(Box::new(m.window_limit_usd.clone()))?;
+        m.registry.register(Box::new(m.window_usage.clone()))?;
         // Series that exist from the start, so dashboards and alerts have
         // data before the first finding.
         for level in ["wallet", "asset", "chain", "global", "intent"] {
@@ -186,6 +227,9 @@ impl Metrics {
 pub(crate) struct OutflowMeter {
     wallets: HashMap<(Chain, Address), (String, WalletRole)>,
     prices: HashMap<Asset, f64>,
+    /// The window series set last time, so a window that emptied loses
+    /// its series instead of showing a stale total.
+    windows_shown: HashSet<[String; 4]>,
 }
 
 impl OutflowMeter {
@@ -226,5 +270,161 @@ impl OutflowMeter {
             }
             _ => {}
         }
+    }
+
+    /// Shows every volume window's total next to its limit, by wallet name
+    /// (never an address), and drops the series of windows that emptied.
+    /// Past [`MAX_WINDOW_SERIES`] windows, only those nearest their limits
+    /// are shown, so a busy exchange cannot flood Prometheus.
+    pub(crate) fn windows(&mut self, metrics: &Metrics, figures: &[WindowFigure]) {
+        let usage = |f: &WindowFigure| match f.limit {
+            Some(l) if l > 0 => f.sum as f64 / l as f64,
+            _ => 0.0,
+        };
+        let mut figures: Vec<&WindowFigure> = figures.iter().collect();
+        if figures.len() > MAX_WINDOW_SERIES {
+            figures.sort_by(|a, b| usage(b).total_cmp(&usage(a)));
+            figures.truncate(MAX_WINDOW_SERIES);
+        }
+        let mut shown = HashSet::with_capacity(figures.len());
+        for f in figures {
+            let (chain, wallet) = match &f.scope {
+                Scope::Wallet(c, a) => {
+                    let name = self.wallets.get(&(c.clone(), a.clone()));
+                    (
+                        c.to_string(),
+                        name.map_or_else(String::new, |(n, _)| n.clone()),
+                    )
+                }
+                Scope::Asset(c, _) | Scope::Chain(c) => (c.to_string(), String::new()),
+                Scope::Global | Scope::Intent(_) => (String::new(), String::new()),
+            };
+            let asset = f
+                .asset
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string);
+            let labels = [f.rule.clone(), chain, wallet, asset];
+            let values = labels.each_ref().map(String::as_str);
+            if let Some(usd) = f.sum_usd {
+                metrics
+                    .window_total_usd
+                    .with_label_values(&values)
+                    .set(usd.to_f64());
+            }
+            if let Some(usd) = f.limit_usd {
+                metrics
+                    .window_limit_usd
+                    .with_label_values(&values)
+                    .set(usd.to_f64());
+            }
+            if f.limit.is_some_and(|l| l > 0) {
+                // Display only: the engine compares the exact integers.
+                metrics
+                    .window_usage
+                    .with_label_values(&values)
+                    .set(usage(f));
+            }
+            shown.insert(labels);
+        }
+        for gone in self.windows_shown.difference(&shown) {
+            let values = gone.each_ref().map(String::as_str);
+            for g in [
+                &metrics.window_total_usd,
+                &metrics.window_limit_usd,
+                &metrics.window_usage,
+            ] {
+                let _absent_is_fine = g.remove_label_values(&values);
+            }
+        }
+        self.windows_shown = shown;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use drainguard_model::{Timestamp, Usd, WalletDecl};
+
+    use super::*;
+
+    const HOT: &str = "0x00000000000000000000000000000000000000a1";
+
+    fn figure(rule: &str, wallet: &str, sum: u128, limit: u128) -> WindowFigure {
+        WindowFigure {
+            rule: rule.into(),
+            scope: Scope::Wallet(Chain::new("ethereum"), Address::new(wallet)),
+            asset: Some(Asset::new("ETH")),
+            sum,
+            count: 1,
+            limit: Some(limit),
+            sum_usd: Some(Usd::from_dollars(u64::try_from(sum).unwrap())),
+            limit_usd: Some(Usd::from_dollars(u64::try_from(limit).unwrap())),
+        }
+    }
+
+    #[test]
+    fn windows_show_totals_by_wallet_name_and_drop_emptied_ones() {
+        let metrics = Metrics::new().unwrap();
+        let mut meter = OutflowMeter::default();
+        meter.observe(
+            &metrics,
+            &Event {
+                t: Timestamp::default(),
+                kind: EventKind::Wallet(WalletDecl {
+                    chain: Chain::new("ethereum"),
+                    address: Address::new(HOT),
+                    name: "hot-1".into(),
+                    role: WalletRole::Hot,
+                    balances: Vec::new(),
+                }),
+            },
+        );
+        meter.windows(&metrics, &[figure("share", HOT, 300, 1200)]);
+        let text = metrics.render().unwrap();
+        let labels = r#"{asset="ETH",chain="ethereum",rule="share",wallet="hot-1"}"#;
+        assert!(
+            text.contains(&format!("{WINDOW_TOTAL_USD}{labels} 300")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{WINDOW_LIMIT_USD}{labels} 1200")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{WINDOW_USAGE}{labels} 0.25")),
+            "{text}"
+        );
+        assert!(!text.contains(HOT), "an address is never a label");
+
+        meter.windows(&metrics, &[]);
+        let text = metrics.render().unwrap();
+        assert!(!text.contains("rule=\"share\""), "{text}");
+    }
+
+    #[test]
+    fn past_the_cap_the_windows_nearest_their_limits_are_shown() {
+        let metrics = Metrics::new().unwrap();
+        let mut meter = OutflowMeter::default();
+        // One rule per window keeps the series apart; rule i is i/10,000
+        // of the way to its limit.
+        let n = MAX_WINDOW_SERIES + 10;
+        let figures: Vec<_> = (0..n)
+            .map(|i| figure(&format!("r{i}"), HOT, i as u128, 10_000))
+            .collect();
+        meter.windows(&metrics, &figures);
+        let text = metrics.render().unwrap();
+        let usage: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with(WINDOW_USAGE))
+            .collect();
+        assert_eq!(usage.len(), MAX_WINDOW_SERIES);
+        let shown = |rule: &str| {
+            usage
+                .iter()
+                .any(|l| l.contains(&format!("rule=\"{rule}\"")))
+        };
+        assert!(shown(&format!("r{}", n - 1)), "the fullest window is shown");
+        assert!(!shown("r0"), "the emptiest is not");
     }
 }

@@ -40,6 +40,9 @@ use crate::{
 const LEARNED_KEY: &str = "engine.learned";
 /// How often the learned state is saved while running (and at shutdown).
 const LEARNED_SAVE_EVERY: Duration = Duration::from_secs(600);
+/// How often the window totals and limits are put in `/metrics`: often
+/// enough for a 15 s scrape, rare enough to cost the engine nothing.
+const WINDOW_METRICS_EVERY: Duration = Duration::from_secs(2);
 
 /// How long shutdown may take before the daemon exits anyway.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
@@ -706,6 +709,7 @@ fn engine_loop(
     let mut out = Vec::new();
     let mut meter = crate::metrics::OutflowMeter::default();
     let mut last_save = Instant::now();
+    let mut last_windows = Instant::now();
     let mut checkpoints: std::collections::HashMap<String, Checkpoint> = store
         .checkpoints()
         .context("reading the checkpoints")?
@@ -722,6 +726,10 @@ fn engine_loop(
             Message::Control(Control::Tick) => {
                 let now = Timestamp::now();
                 engine.tick(now, &mut out);
+                if last_windows.elapsed() >= WINDOW_METRICS_EVERY {
+                    meter.windows(metrics, &engine.window_figures());
+                    last_windows = Instant::now();
+                }
                 if last_save.elapsed() >= LEARNED_SAVE_EVERY {
                     save_learned(&engine, &mut store);
                     last_save = Instant::now();

@@ -99,6 +99,13 @@ pub struct WindowFigure {
     pub sum: u128,
     /// Number of live outflows.
     pub count: u64,
+    /// What the rule allows in the same unit as `sum` (the tightest of its
+    /// limits), once the scope's balance is known.
+    pub limit: Option<u128>,
+    /// `sum` in micro-dollars, for display (none for velocity).
+    pub sum_usd: Option<Usd>,
+    /// `limit` in micro-dollars, for display.
+    pub limit_usd: Option<Usd>,
 }
 
 /// What a window sums.
@@ -419,6 +426,49 @@ fn window_over(
                     })
         }
         _ => false,
+    }
+}
+
+/// What a window's rule allows, in the window's unit, and the window's
+/// total and limit in dollars where they have a price: the figures a
+/// dashboard puts side by side. Uses [`window_over`]'s balances, so the
+/// rule fires where `sum` passes `limit` (to within a basis point).
+fn window_limit(
+    w: &SlidingWindow,
+    state: &State,
+    rule: &Rule,
+    key: &WindowKey,
+) -> (Option<u128>, Option<Usd>, Option<Usd>) {
+    let (sum, applied) = (w.sum(), w.sum_applied());
+    let share_of = |whole: u128, limit_bps: u32| {
+        let l = U256::from(whole) * U256::from(limit_bps) / U256::from(10_000u32);
+        u128::try_from(l).unwrap_or(u128::MAX)
+    };
+    match &rule.kind {
+        RuleKind::Velocity(p) => (Some(u128::from(p.max_count)), None, None),
+        RuleKind::OutflowWindow(p) if p.per_asset => {
+            let limit = p
+                .max_share_bps
+                .zip(state.scope_balance(key))
+                .map(|(l, bal)| share_of(units(bal).saturating_add(applied), l));
+            let Some((asset, decimals)) = state.scope_asset_decimals(key) else {
+                return (limit, None, None);
+            };
+            let usd = |v: u128| Usd::of(Amount::from_base_units(v), decimals, state.price(asset));
+            (limit, Some(usd(sum)), limit.map(usd))
+        }
+        RuleKind::OutflowWindow(p) => {
+            let by_share = p
+                .max_share_bps
+                .zip(state.scope_balance_usd(key))
+                .map(|(l, bal)| share_of(bal.0.saturating_add(applied), l));
+            let limit = match (p.max_usd, by_share) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            (limit, Some(Usd(sum)), limit.map(Usd))
+        }
+        _ => (None, None, None),
     }
 }
 
@@ -794,12 +844,16 @@ impl Engine {
                     WindowKey::Chain(c, a) => (Scope::Chain(chain(c)), a.map(asset)),
                     WindowKey::Global => (Scope::Global, None),
                 };
+                let (limit, sum_usd, limit_usd) = window_limit(w, st, rule, key);
                 out.push(WindowFigure {
                     rule: rule.id.clone(),
                     scope,
                     asset,
                     sum: w.sum(),
                     count: w.count(),
+                    limit,
+                    sum_usd,
+                    limit_usd,
                 });
             }
         }

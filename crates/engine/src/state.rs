@@ -696,6 +696,29 @@ impl State {
         }
     }
 
+    /// The asset of a per-asset window and its decimals, as the scope's
+    /// wallets declared them.
+    pub(crate) fn scope_asset_decimals(&self, key: &WindowKey) -> Option<(AssetId, u8)> {
+        match *key {
+            WindowKey::Wallet(w, Some(a)) => Some((a, self.balances.get(&(w, a))?.1)),
+            WindowKey::Asset(c, a) | WindowKey::Chain(c, Some(a)) => {
+                let decimals = self
+                    .balances
+                    .iter()
+                    .find(|((w, wa), _)| {
+                        *wa == a
+                            && self
+                                .wallets
+                                .get(*w as usize)
+                                .is_some_and(|wl| wl.chain == c)
+                    })
+                    .map(|(_, (_, d))| *d)?;
+                Some((a, decimals))
+            }
+            _ => None,
+        }
+    }
+
     /// The USD value of the hot wallets' balances in a scope.
     pub(crate) fn scope_balance_usd(&self, key: &WindowKey) -> Option<Usd> {
         let usd = |(asset, amount): (AssetId, Amount), decimals: u8| {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{COLD, HOT, HOT2, THIEF, USER, exchange, units};
-use drainguard_model::{Scope, Stage};
+use drainguard_model::{Scope, Stage, Usd};
 
 const UNMATCHED: &str = r#"
 [[rule]]
@@ -200,6 +200,14 @@ fn outflow_window_share_of_balance_at_window_start() {
     d.at(12).eth("0x01", Stage::Included, HOT, USER, "300");
     d.at(20).eth("0x02", Stage::Pending, HOT, USER, "150");
     assert!(d.findings().is_empty(), "45% is under the limit");
+    // The dashboard's figures: 450 ETH against half of the 1000 held at
+    // the window's start, in base units and in dollars at $2000.
+    let figs = d.engine.window_figures();
+    assert_eq!(figs.len(), 1);
+    assert_eq!(figs[0].sum, units("450").0.to::<u128>());
+    assert_eq!(figs[0].limit, Some(units("500").0.to::<u128>()));
+    assert_eq!(figs[0].sum_usd, Some(Usd::from_dollars(900_000)));
+    assert_eq!(figs[0].limit_usd, Some(Usd::from_dollars(1_000_000)));
     d.at(30).eth("0x03", Stage::Pending, HOT, USER, "60");
     let f = d.findings_of("share");
     assert_eq!(f.len(), 1, "51% crosses it");
@@ -237,6 +245,9 @@ max_usd = 1000000
     assert_eq!(figs.len(), 1);
     assert_eq!(figs[0].sum, 1_100_000 * 1_000_000);
     assert_eq!(figs[0].scope, Scope::Chain("ethereum".into()));
+    assert_eq!(figs[0].limit, Some(1_000_000 * 1_000_000));
+    assert_eq!(figs[0].sum_usd, Some(Usd::from_dollars(1_100_000)));
+    assert_eq!(figs[0].limit_usd, Some(Usd::from_dollars(1_000_000)));
     d.at(2).eth("0x02", Stage::Retracted, HOT2, USER, "250");
     assert_eq!(d.engine.window_figures()[0].sum, 600_000 * 1_000_000);
     d.at(3).eth("0x02", Stage::Included, HOT2, USER, "250");
