@@ -380,6 +380,77 @@ fn e2e_anvil_node_restart_with_its_state_is_survived() {
     assert_eq!(status, 200);
 }
 
+#[test]
+fn e2e_anvil_every_endpoint_down_makes_the_chain_blind_until_one_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped rules, with the outage limit at 2 s instead of 30 s.
+    let root = drainguard_e2e::repo_root();
+    let rules = std::fs::read_to_string(root.join("config/rules.toml")).unwrap();
+    let shipped = r#"endpoints_down_for = "30s""#;
+    assert!(
+        rules.contains(shipped),
+        "the shipped blind rule sets its limit"
+    );
+    let rules = rules.replace(shipped, r#"endpoints_down_for = "2s""#);
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+    std::fs::copy(
+        root.join("config/denylist.txt"),
+        dir.path().join("denylist.txt"),
+    )
+    .unwrap();
+    let mut anvil = Anvil::builder()
+        .state(dir.path().join("anvil-state.json"))
+        .spawn()
+        .unwrap();
+    anvil.wait_ready().unwrap();
+    let cfg = config_with(
+        dir.path(),
+        &one_endpoint(&anvil),
+        "",
+        "[rules]\npath = \"rules.toml\"",
+    );
+    let d = start(&cfg);
+    const BLIND: &str = "drainguard_chain_blind{chain=\"ethereum\"}";
+    assert_eq!(metric(&d, BLIND), 0.0);
+    // The only endpoint goes away: blind about 2 s later, long before 10
+    // expected block times pass without a head.
+    anvil.stop().unwrap();
+    let stopped = Instant::now();
+    wait_until(
+        "the outage to make the chain blind",
+        Duration::from_secs(15),
+        || metric(&d, BLIND) == 1.0,
+    );
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "not before its limit"
+    );
+    assert!(
+        d.log()
+            .iter()
+            .any(|l| l.contains("ethereum is blind: every endpoint has failed for")),
+        "the finding says why: {:?}",
+        d.log()
+    );
+    assert_eq!(
+        metric(&d, "drainguard_findings_total{rule=\"blind-chain\""),
+        1.0,
+        "one finding for the outage"
+    );
+    // The node comes back: the chain is seen again.
+    anvil.restart().unwrap();
+    anvil.wait_ready().unwrap();
+    wait_until(
+        "the chain to be seen again",
+        Duration::from_secs(15),
+        || metric(&d, BLIND) == 0.0,
+    );
+    assert_eq!(
+        metric(&d, "drainguard_findings_total{rule=\"blind-chain\""),
+        1.0
+    );
+}
+
 /// A theft mined at once, seen only in its block (the mempool is not read
 /// here): its block number and hash.
 fn mined_theft(anvil: &Anvil) -> (u64, String) {

@@ -16,6 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use drainguard_model::{Chain, Timestamp};
 use serde_json::json;
 
 use crate::{
@@ -35,6 +36,8 @@ pub(crate) struct Health {
     pub(crate) store_writable: AtomicBool,
     /// Each chain watcher's "caught up with its node's head".
     pub(crate) watchers: std::sync::Mutex<Vec<(String, Arc<AtomicBool>)>>,
+    /// Each EVM chain's "every endpoint failing", for the blind rules.
+    pub(crate) outages: std::sync::Mutex<Vec<(Chain, Arc<drainguard_evm::Outage>)>>,
 }
 
 impl Health {
@@ -45,6 +48,16 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .all(|(_, synced)| synced.load(Ordering::SeqCst))
+    }
+
+    /// Each chain source's current outage, if every endpoint is failing.
+    pub(crate) fn outages(&self) -> Vec<(Chain, Option<(Timestamp, String)>)> {
+        self.outages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(chain, o)| (chain.clone(), o.current()))
+            .collect()
     }
 }
 

@@ -277,6 +277,11 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((src.chain.name.to_string(), synced.clone()));
+        health
+            .outages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((src.chain.name.clone(), pool.outage()));
         let watcher = drainguard_evm::EvmWatcher::new(src.chain.clone(), src.watched.clone(), pool)
             .with_synced(synced);
         let (bus, token) = (bus_tx.clone(), shutdown.child_token());
@@ -725,6 +730,9 @@ fn engine_loop(
             Message::Event(envelope) => envelope,
             Message::Control(Control::Tick) => {
                 let now = Timestamp::now();
+                for (chain, outage) in health.outages() {
+                    engine.set_outage(now, &chain, outage, &mut out);
+                }
                 engine.tick(now, &mut out);
                 if last_windows.elapsed() >= WINDOW_METRICS_EVERY {
                     meter.windows(metrics, &engine.window_figures());

@@ -282,6 +282,9 @@ pub struct BlindParams {
     pub block_times: Vec<(Chain, Duration)>,
     /// Heads needed before a learned block time is trusted.
     pub warmup_heads: u32,
+    /// Blind as soon as every endpoint of the chain has failed for this
+    /// long, without waiting for k block times.
+    pub endpoints_down_for: Duration,
 }
 
 /// `baseline` parameters.
@@ -871,10 +874,13 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
                     Vec::new()
                 }
             };
+            let endpoints_down_for =
+                p.duration("endpoints_down_for", Some(Duration::from_secs(30)));
             RuleKind::Blind(BlindParams {
                 k,
                 block_times,
                 warmup_heads,
+                endpoints_down_for,
             })
         }
         "correlation" => {

@@ -194,6 +194,13 @@ pub struct Engine {
     has_floors: bool,
     has_blind: bool,
     blind_fired: Vec<bool>,
+    /// By chain, since when every endpoint of its source has failed and
+    /// on which call, as the source last said.
+    outages: Vec<Option<(Timestamp, String)>>,
+    /// By chain, whether its blind finding came from an outage (cleared
+    /// when an endpoint answers) rather than a silent head (cleared by the
+    /// next head).
+    blind_by_outage: Vec<bool>,
     last_blind_check: Timestamp,
     /// By chain, the first time a blind check could fire there (see
     /// [`Engine::blind_due`]), and their minimum: the check runs about
@@ -472,6 +479,39 @@ fn window_limit(
     }
 }
 
+/// A blind rule's finding on a chain: chain scope, no transaction as
+/// evidence, a freeze where the rule fails closed.
+fn blind_finding(
+    now: Timestamp,
+    rule: &Rule,
+    chain: &Chain,
+    summary: String,
+    figures: Vec<(String, String)>,
+    evidence_key: String,
+) -> Pending {
+    let scope = Scope::Chain(chain.clone());
+    let freeze_scope =
+        (rule.action == Action::Freeze && rule.mode == Mode::Enforce).then(|| scope.clone());
+    Pending {
+        finding: Finding {
+            t: now,
+            rule: rule.id.clone(),
+            kind: rule.kind.name().to_string(),
+            severity: rule.severity,
+            scope,
+            chain: Some(chain.clone()),
+            wallet: None,
+            summary,
+            shadow: rule.mode == Mode::Shadow,
+            wants_freeze: rule.action == Action::Freeze,
+            figures,
+            evidence: Vec::new(),
+        },
+        freeze_scope,
+        evidence_key,
+    }
+}
+
 /// The figures and summary of a window over its limit.
 fn describe_window(
     w: &SlidingWindow,
@@ -594,6 +634,8 @@ impl Engine {
             has_floors,
             has_blind,
             blind_fired: Vec::new(),
+            outages: Vec::new(),
+            blind_by_outage: Vec::new(),
             last_blind_check: Timestamp(i64::MIN),
             blind_due: Vec::new(),
             blind_next: i64::MAX,
@@ -891,7 +933,11 @@ impl Engine {
             EventKind::Head(h) => {
                 let c = self.state.chain_id(&h.chain);
                 self.state.head(c, h.block, event.t);
-                if let Some(fired) = self.blind_fired.get_mut(usize::from(c))
+                // A blind finding of an outage clears when an endpoint
+                // answers again, not with a head pushed meanwhile.
+                let in_outage = self.blind_by_outage.get(usize::from(c)) == Some(&true);
+                if !in_outage
+                    && let Some(fired) = self.blind_fired.get_mut(usize::from(c))
                     && std::mem::take(fired)
                 {
                     out.push(Output::Recovered(Recovery {
@@ -1817,7 +1863,45 @@ impl Engine {
             return;
         }
         self.check_blind_now(now, found);
-        for c in 0..self.state.heads.len() {
+        for c in 0..self.state.heads.len().max(self.outages.len()) {
+            self.refresh_blind(c);
+        }
+    }
+
+    /// Tells the blind rules whether every endpoint of a chain's source is
+    /// failing: since when and on which call, or `None` once one answers.
+    /// The rules find the chain blind once an outage has lasted their
+    /// `endpoints_down_for`, without waiting for k block times; the
+    /// finding clears when an endpoint answers again.
+    pub fn set_outage(
+        &mut self,
+        now: Timestamp,
+        chain: &Chain,
+        outage: Option<(Timestamp, String)>,
+        out: &mut Vec<Output>,
+    ) {
+        let c = usize::from(self.state.chain_id(chain));
+        if self.outages.len() <= c {
+            self.outages.resize(c + 1, None);
+        }
+        let ended = outage.is_none() && self.outages[c].is_some();
+        // A source repeats its outage each second: the first start stands.
+        if ended || self.outages[c].is_none() {
+            self.outages[c] = outage;
+        }
+        if ended && self.blind_by_outage.get(c) == Some(&true) {
+            self.blind_by_outage[c] = false;
+            if let Some(fired) = self.blind_fired.get_mut(c) {
+                *fired = false;
+            }
+            out.push(Output::Recovered(Recovery {
+                t: now,
+                kind: "blind".to_string(),
+                chain: chain.clone(),
+                summary: format!("{chain}: an endpoint answers again"),
+            }));
+        }
+        if self.has_blind {
             self.refresh_blind(c);
         }
     }
@@ -1864,13 +1948,31 @@ impl Engine {
     /// `now − last head ≤ floor(k × expected)`: an integer at most a
     /// representable one stays at most it as an `f64`.
     fn blind_due(&self, c: usize) -> i64 {
-        let (Some(track), Some(chain)) = (self.state.heads.get(c), self.state.chains.get(c)) else {
+        let Some(chain) = self.state.chains.get(c) else {
             return i64::MAX;
         };
-        if track.last_t.0 == 0 || self.blind_fired.get(c).copied().unwrap_or(false) {
+
+        if self.blind_fired.get(c).copied().unwrap_or(false) {
             return i64::MAX;
         }
         let mut due = i64::MAX;
+        if let Some(Some((since, _))) = self.outages.get(c) {
+            for rule in self
+                .blind_rules
+                .iter()
+                .filter_map(|&r| self.rules.rules.get(r))
+            {
+                if let RuleKind::Blind(p) = &rule.kind
+                    && rule.applies_to(chain)
+                {
+                    let wait = i64::try_from(p.endpoints_down_for.as_nanos()).unwrap_or(i64::MAX);
+                    due = due.min(since.0.saturating_add(wait));
+                }
+            }
+        }
+        let Some(track) = self.state.heads.get(c).filter(|t| t.last_t.0 != 0) else {
+            return due;
+        };
         for rule in self
             .blind_rules
             .iter()
@@ -1921,6 +2023,52 @@ impl Engine {
             let RuleKind::Blind(p) = &rule.kind else {
                 continue;
             };
+            for (c, outage) in self.outages.iter().enumerate() {
+                let (Some((since, call)), Some(chain)) = (outage, self.state.chains.get(c)) else {
+                    continue;
+                };
+                let down =
+                    Duration::from_nanos(u64::try_from(now.0.saturating_sub(since.0)).unwrap_or(0));
+                if down < p.endpoints_down_for
+                    || !rule.applies_to(chain)
+                    || self.blind_fired.get(c).copied().unwrap_or(false)
+                {
+                    continue;
+                }
+                if self.blind_fired.len() <= c {
+                    self.blind_fired.resize(c + 1, false);
+                }
+                if self.blind_by_outage.len() <= c {
+                    self.blind_by_outage.resize(c + 1, false);
+                }
+                self.blind_fired[c] = true;
+                self.blind_by_outage[c] = true;
+                let summary = format!(
+                    "{chain} is blind: every endpoint has failed for {:.0} s (limit {:.0} s), last on {call}",
+                    down.as_secs_f64(),
+                    p.endpoints_down_for.as_secs_f64()
+                );
+                let last_block = self.state.heads.get(c).map_or(0, |t| t.last_block);
+                let figures = vec![
+                    ("last_block".to_string(), last_block.to_string()),
+                    (
+                        "seconds_every_endpoint_failing".to_string(),
+                        format!("{:.0}", down.as_secs_f64()),
+                    ),
+                    (
+                        "endpoints_down_for".to_string(),
+                        humantime::format_duration(p.endpoints_down_for).to_string(),
+                    ),
+                ];
+                found.push(blind_finding(
+                    now,
+                    rule,
+                    chain,
+                    summary,
+                    figures,
+                    format!("{chain}:blind:outage:{}", since.0),
+                ));
+            }
             for (c, track) in self.state.heads.iter().enumerate() {
                 let chain = &self.state.chains[c];
                 if track.last_t.0 == 0
@@ -1959,27 +2107,14 @@ impl Engine {
                         format!("{:.1}", expected / 1e9),
                     ),
                 ];
-                let scope = Scope::Chain(chain.clone());
-                let freeze_scope = (rule.action == Action::Freeze && rule.mode == Mode::Enforce)
-                    .then(|| scope.clone());
-                found.push(Pending {
-                    finding: Finding {
-                        t: now,
-                        rule: rule.id.clone(),
-                        kind: rule.kind.name().to_string(),
-                        severity: rule.severity,
-                        scope,
-                        chain: Some(chain.clone()),
-                        wallet: None,
-                        summary,
-                        shadow: rule.mode == Mode::Shadow,
-                        wants_freeze: rule.action == Action::Freeze,
-                        figures,
-                        evidence: Vec::new(),
-                    },
-                    freeze_scope,
-                    evidence_key: format!("{chain}:blind:{}", track.last_block),
-                });
+                found.push(blind_finding(
+                    now,
+                    rule,
+                    chain,
+                    summary,
+                    figures,
+                    format!("{chain}:blind:{}", track.last_block),
+                ));
             }
         }
     }

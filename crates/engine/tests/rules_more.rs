@@ -355,6 +355,112 @@ fn blind_chain_after_k_block_times_once_per_outage() {
     );
 }
 
+fn recoveries(d: &Driver) -> Vec<&drainguard_engine::Recovery> {
+    d.outputs
+        .iter()
+        .filter_map(|o| match o {
+            drainguard_engine::Output::Recovered(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn blind_when_every_endpoint_fails_for_its_limit_until_one_answers() {
+    let mut d = exchange(&format!("{BLIND}endpoints_down_for = \"30s\"\n"));
+    for b in 0..10 {
+        d.at(b as i64 * 12);
+        head(&mut d, "ethereum", b);
+    }
+    let t = |s: i64| drainguard_model::Timestamp::from_unix_secs(common::T0 + s);
+    let eth = drainguard_model::Chain::new("ethereum");
+    let mut out = Vec::new();
+    // Every endpoint fails from 110 s; the source says so each second.
+    for s in 110..=139 {
+        let outage = Some((t(110), "eth_blockNumber".to_string()));
+        d.engine.set_outage(t(s), &eth, outage, &mut out);
+        d.engine.tick(t(s), &mut out);
+    }
+    assert!(out.is_empty(), "29 s is under the limit: {out:?}");
+    d.engine
+        .set_outage(t(141), &eth, Some((t(141), "eth_call".into())), &mut out);
+    d.engine.tick(t(141), &mut out);
+    d.outputs.append(&mut out);
+    let f = d.findings_of("blind");
+    assert_eq!(f.len(), 1, "the outage's first start stands");
+    assert!(
+        f[0].summary
+            .starts_with("ethereum is blind: every endpoint has failed for 31 s (limit 30 s), last on eth_blockNumber"),
+        "{}",
+        f[0].summary
+    );
+    assert_eq!(d.freezes().len(), 1, "fail-closed");
+    // Far past k block times: still one finding for the one outage, and a
+    // head pushed meanwhile does not clear it.
+    d.at(400);
+    head(&mut d, "ethereum", 10);
+    d.engine.tick(t(401), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(d.findings_of("blind").len(), 1);
+    assert!(recoveries(&d).is_empty());
+    // An endpoint answers: recovered once; the freeze stays.
+    d.engine.set_outage(t(402), &eth, None, &mut out);
+    d.engine.set_outage(t(403), &eth, None, &mut out);
+    d.outputs.append(&mut out);
+    assert_eq!(recoveries(&d).len(), 1);
+    assert_eq!(
+        recoveries(&d)[0].summary,
+        "ethereum: an endpoint answers again"
+    );
+    assert_eq!(
+        d.engine.active_freezes().len(),
+        1,
+        "never lifted automatically"
+    );
+}
+
+#[test]
+fn an_outage_shorter_than_the_limit_or_on_an_unwatched_chain_is_quiet() {
+    let rules = BLIND.replace(
+        "scope = \"chain\"",
+        "scope = \"chain\"\nchains = [\"bitcoin\"]",
+    );
+    let mut d = exchange(&rules);
+    let t = |s: i64| drainguard_model::Timestamp::from_unix_secs(common::T0 + s);
+    let mut out = Vec::new();
+    // Down from the start (no head ever seen) on a chain the rule skips.
+    let eth = drainguard_model::Chain::new("ethereum");
+    d.engine
+        .set_outage(t(0), &eth, Some((t(0), "eth_blockNumber".into())), &mut out);
+    // Bitcoin down from the start, back after 20 s: under the 30 s default.
+    let btc = drainguard_model::Chain::new("bitcoin");
+    d.engine
+        .set_outage(t(0), &btc, Some((t(0), "getblockcount".into())), &mut out);
+    d.engine.tick(t(20), &mut out);
+    d.engine.set_outage(t(20), &btc, None, &mut out);
+    d.engine.tick(t(60), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // Down again from 100 s with no head ever seen: blind at 130 s.
+    d.engine.set_outage(
+        t(100),
+        &btc,
+        Some((t(100), "getblockcount".into())),
+        &mut out,
+    );
+    d.engine.tick(t(129), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    d.engine.tick(t(131), &mut out);
+    d.engine.tick(t(300), &mut out);
+    d.outputs.append(&mut out);
+    assert_eq!(
+        d.findings_of("blind").len(),
+        1,
+        "bitcoin only: {:?}",
+        d.outputs
+    );
+    assert_eq!(d.findings_of("blind")[0].scope.to_string(), "chain:bitcoin");
+}
+
 #[test]
 fn blind_waits_for_warmup_or_a_configured_block_time() {
     let mut d = exchange(BLIND);

@@ -16,7 +16,7 @@ pub mod watcher;
 
 pub use config::{Endpoint, EvmChain, Watched};
 pub use metrics::EvmMetrics;
-pub use rpc::Pool;
+pub use rpc::{Outage, Pool};
 pub use watcher::EvmWatcher;
 
 /// Why the watcher stopped or a call failed.

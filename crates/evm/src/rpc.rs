@@ -8,10 +8,12 @@
 
 use std::{
     future::Future,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use alloy::providers::RootProvider;
+use drainguard_model::Timestamp;
 
 use crate::{EvmError, config::Endpoint, metrics::EvmMetrics};
 
@@ -58,6 +60,34 @@ impl Bucket {
     }
 }
 
+/// Whether every endpoint of a chain is failing: since when and on which
+/// call. Shared with the daemon, which tells the engine's blind rules; it
+/// names the JSON-RPC method only, never an endpoint's URL (which may
+/// hold an API key).
+#[derive(Debug, Default)]
+pub struct Outage(Mutex<Option<(Timestamp, String)>>);
+
+impl Outage {
+    /// Since when every endpoint has failed, and the last call that did;
+    /// `None` while one answers.
+    pub fn current(&self) -> Option<(Timestamp, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn failed(&self, since: Timestamp, call: &str) {
+        let mut o = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = o.as_ref().map_or(since, |(s, _)| *s);
+        *o = Some((since, call.to_string()));
+    }
+
+    fn answered(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
 /// The endpoints of one chain.
 #[derive(Debug)]
 pub struct Pool {
@@ -66,6 +96,7 @@ pub struct Pool {
     active: usize,
     timeout: Duration,
     metrics: Option<EvmMetrics>,
+    outage: Arc<Outage>,
 }
 
 impl Pool {
@@ -102,7 +133,13 @@ impl Pool {
             active: 0,
             timeout,
             metrics,
+            outage: Arc::default(),
         })
+    }
+
+    /// The pool's outage state, to share.
+    pub fn outage(&self) -> Arc<Outage> {
+        self.outage.clone()
     }
 
     /// The metrics the pool and its watcher keep, if any.
@@ -124,6 +161,7 @@ impl Pool {
         E: std::fmt::Display,
     {
         let n = self.endpoints.len();
+        let round = Timestamp::now();
         let mut errors = Vec::new();
         for step in 0..n {
             let i = (self.active + step) % n;
@@ -145,6 +183,7 @@ impl Pool {
             }
             let err = match result {
                 Ok(Ok(v)) => {
+                    self.outage.answered();
                     if i != self.active {
                         tracing::warn!(message = "RPC failed over", chain = %self.chain, from = %self.endpoints[self.active].name, to = %self.endpoints[i].name);
                         self.active = i;
@@ -159,6 +198,7 @@ impl Pool {
             }
             errors.push(format!("{}: {err}", self.endpoints[i].name));
         }
+        self.outage.failed(round, what);
         Err(EvmError::AllEndpointsFailed {
             chain: self.chain.clone(),
             what: what.to_string(),

@@ -13,7 +13,9 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    let records = generate(&preset("coinex", 1).unwrap());
+    // PRESET=rush (or any simulator preset) runs another generated day.
+    let name = std::env::var("PRESET").unwrap_or_else(|_| "coinex".to_string());
+    let records = generate(&preset(&name, 1).unwrap());
     let events: Vec<Event> = records
         .iter()
         .map(|r| Event {
