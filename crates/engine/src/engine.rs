@@ -335,6 +335,43 @@ fn pending(
     }
 }
 
+/// The most transactions a window finding lists as its evidence.
+pub const MAX_WINDOW_EVIDENCE: usize = 20;
+
+/// The evidence of a window finding: every transfer still in the window,
+/// oldest first (the last [`MAX_WINDOW_EVIDENCE`] of them, the figures
+/// saying how many there are), the one that crossed the limit (slot
+/// `current`) as its subject spells it, at the stage it was seen.
+fn window_evidence(
+    state: &State,
+    w: &SlidingWindow,
+    current: u32,
+    subject: &Subject,
+    figures: &mut Vec<(String, String)>,
+) -> Vec<Evidence> {
+    let total = w.live().count();
+    let skip = total.saturating_sub(MAX_WINDOW_EVIDENCE);
+    let evidence: Vec<Evidence> = w
+        .live()
+        .skip(skip)
+        .filter_map(|(slot, _)| {
+            if slot == current {
+                Some(subject.evidence.clone())
+            } else {
+                state.evidence_of(slot)
+            }
+        })
+        .collect();
+    figures.push(("transactions_in_window".to_string(), total.to_string()));
+    if skip > 0 {
+        figures.push((
+            "evidence_listed".to_string(),
+            format!("the last {} of {total}", evidence.len()),
+        ));
+    }
+    evidence
+}
+
 /// The indices of a rule set's blind rules.
 fn blind_rules(rules: &RuleSet) -> Vec<usize> {
     (0..rules.rules.len())
@@ -692,7 +729,7 @@ impl Engine {
                     .windows
                     .entry(key_of(&ss.spec, &s, from))
                     .or_insert_with(|| SlidingWindow::new(len));
-                let seq = w.push(s.first_seen, value);
+                let seq = w.push(s.first_seen, value, i);
                 w.set_applied(seq, s.applied);
                 refs.push(WindowRef::new(u16::try_from(slot).unwrap_or(u16::MAX), seq));
             }
@@ -1162,7 +1199,7 @@ impl Engine {
         // The rules below read these windows by spec index: looked up once.
         let mut refs = Refs::new();
         let mut windows: SmallVec<[(WindowKey, &mut SlidingWindow); 4]> = SmallVec::new();
-        for (i, ss) in self.specs.iter_mut().enumerate() {
+        for (slot, ss) in self.specs.iter_mut().enumerate() {
             let value = match ss.spec.value {
                 Value::Units => units(s.amount),
                 Value::Usd => s.usd().0,
@@ -1174,8 +1211,8 @@ impl Engine {
                 .windows
                 .entry(wkey)
                 .or_insert_with(|| SlidingWindow::new(len));
-            let seq = w.push(t, value);
-            refs.push(WindowRef::new(u16::try_from(i).unwrap_or(u16::MAX), seq));
+            let seq = w.push(t, value, i);
+            refs.push(WindowRef::new(u16::try_from(slot).unwrap_or(u16::MAX), seq));
             windows.push((wkey, w));
         }
 
@@ -1258,7 +1295,7 @@ impl Engine {
                             (dollars - median as f64) / spread,
                             p.k
                         );
-                        let figures = vec![
+                        let mut figures = vec![
                             ("outflow_usd".to_string(), format!("{dollars:.2}")),
                             ("median_usd".to_string(), median.to_string()),
                             ("mad_usd".to_string(), mad.to_string()),
@@ -1266,7 +1303,10 @@ impl Engine {
                             ("weeks".to_string(), samples.to_string()),
                         ];
                         let sub = Subject::of_transfer(tr, s.usd());
-                        found.push(pending(t, rule, scope(), &sub, summary, figures));
+                        let evidence = window_evidence(&self.state, w, i, &sub, &mut figures);
+                        let mut p = pending(t, rule, scope(), &sub, summary, figures);
+                        p.finding.evidence = evidence;
+                        found.push(p);
                     }
                 }
                 (RuleKind::BalanceDrain(p), _)
@@ -1309,10 +1349,13 @@ impl Engine {
                             None => {
                                 fired.remove(&wkey);
                             }
-                            Some((figures, summary)) => {
+                            Some((mut figures, summary)) => {
                                 fired.insert(wkey);
                                 let sub = Subject::of_transfer(tr, s.usd());
-                                let p = pending(t, rule, scope(), &sub, summary, figures);
+                                let evidence =
+                                    window_evidence(&self.state, w, i, &sub, &mut figures);
+                                let mut p = pending(t, rule, scope(), &sub, summary, figures);
+                                p.finding.evidence = evidence;
                                 found.push(p);
                             }
                         }

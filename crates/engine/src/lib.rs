@@ -29,6 +29,7 @@ pub use config::{
     RuleKind, RuleSet, UnmatchedParams, VelocityParams, parse_denylist,
 };
 pub use engine::{
-    Engine, EngineStats, LearnedEntry, LearnedState, Output, Recovery, Verdict, WindowFigure,
+    Engine, EngineStats, LearnedEntry, LearnedState, MAX_WINDOW_EVIDENCE, Output, Recovery,
+    Verdict, WindowFigure,
 };
 pub use window::{Seq, SlidingWindow};

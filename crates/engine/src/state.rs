@@ -10,8 +10,8 @@ use std::{
 };
 
 use drainguard_model::{
-    Address, Amount, Asset, BalanceObs, Chain, Intent, Price, Raw, Stage, Timestamp, Transfer,
-    TxHash, Usd, WalletRole,
+    Address, Amount, Asset, BalanceObs, Chain, Evidence, Intent, Price, Raw, Stage, Timestamp,
+    Transfer, TxHash, Usd, WalletRole,
 };
 use hashbrown::HashTable;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -114,6 +114,8 @@ pub(crate) struct TransferState {
     pub(crate) share_bps: u32,
     pub(crate) chain: ChainId,
     pub(crate) asset: AssetId,
+    /// The asset's decimals, to spell the amount out as evidence.
+    pub(crate) decimals: u8,
     pub(crate) direction: Direction,
     pub(crate) counted: bool,
     pub(crate) applied: bool,
@@ -434,6 +436,27 @@ impl TxKey {
                 bytes,
             } => TxKey::Bare(bytes),
             Raw::Text | Raw::Hex20(_) => TxKey::Text(h.clone()),
+        }
+    }
+}
+
+impl TxKey {
+    /// The hash spelled out again, as it was received.
+    fn tx_hash(&self) -> TxHash {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let spell = |prefix: &str, b: &[u8; 32]| {
+            let mut s = String::with_capacity(66);
+            s.push_str(prefix);
+            for x in b {
+                s.push(char::from(DIGITS[usize::from(x >> 4)]));
+                s.push(char::from(DIGITS[usize::from(x & 0x0f)]));
+            }
+            TxHash::new(&s)
+        };
+        match self {
+            TxKey::Prefixed(b) => spell("0x", b),
+            TxKey::Bare(b) => spell("", b),
+            TxKey::Text(h) => h.clone(),
         }
     }
 }
@@ -809,6 +832,7 @@ impl State {
             to,
             direction,
             amount: tr.amount,
+            decimals: tr.decimals,
             usd_micros: u64::try_from(Usd::of(tr.amount, tr.decimals, self.price(asset)).0)
                 .unwrap_or(u64::MAX),
             counted: false,
@@ -858,6 +882,27 @@ impl State {
         self.transfers
             .insert_unique(h, (key, i), |(k, _)| hasher.hash_one(k));
         Some((i, tx))
+    }
+
+    /// The evidence of a tracked transfer, by its slot: what a window
+    /// finding lists for every transaction in the window. `None` for a
+    /// slot no longer tracking a counted transfer.
+    pub(crate) fn evidence_of(&self, i: u32) -> Option<Evidence> {
+        let s = self.slab.get(i as usize).filter(|s| s.counted)?;
+        let h = *self.hashes.get(i as usize)?;
+        let ((chain, tx, index), _) = self.transfers.find(h, |(_, j)| *j == i)?;
+        let from = self.wallets.get(s.from? as usize)?;
+        Some(Evidence {
+            chain: self.chains.get(usize::from(*chain))?.clone(),
+            tx_hash: tx.tx_hash(),
+            index: *index,
+            stage: if s.applied { "included" } else { "pending" }.to_string(),
+            from: self.addrs.address(from.addr)?,
+            to: self.addrs.address(s.to)?,
+            asset: self.assets.get(usize::from(s.asset))?.clone(),
+            amount: s.amount.to_decimal_string(s.decimals),
+            usd: s.usd().to_f64(),
+        })
     }
 
     /// The dense ids of an intent's chain, wallet, destination and asset,

@@ -12,6 +12,9 @@ use drainguard_model::Timestamp;
 struct Entry {
     t: Timestamp,
     value: u128,
+    /// Whose value it is (the engine's transfer slot), so a finding can
+    /// name every transaction in the window; it fits in the padding.
+    tag: u32,
     live: bool,
     applied: bool,
 }
@@ -66,11 +69,12 @@ impl SlidingWindow {
 
     /// Adds a value at time `t` (not earlier than the last one added) and
     /// returns its sequence number.
-    pub fn push(&mut self, t: Timestamp, value: u128) -> Seq {
+    pub fn push(&mut self, t: Timestamp, value: u128, tag: u32) -> Seq {
         self.advance(t);
         self.entries.push_back(Entry {
             t,
             value,
+            tag,
             live: true,
             applied: false,
         });
@@ -138,6 +142,14 @@ impl SlidingWindow {
     }
 
     /// Whether nothing is stored (live or dead).
+    /// The tags and values of the live entries, oldest first.
+    pub fn live(&self) -> impl DoubleEndedIterator<Item = (u32, u128)> + '_ {
+        self.entries
+            .iter()
+            .filter(|e| e.live)
+            .map(|e| (e.tag, e.value))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -155,12 +167,17 @@ mod tests {
     #[test]
     fn expires_and_removes() {
         let mut w = SlidingWindow::new(Duration::from_secs(10));
-        let a = w.push(ts(0), 5);
-        let b = w.push(ts(5), 7);
+        let a = w.push(ts(0), 5, 1);
+        let b = w.push(ts(5), 7, 2);
         assert_eq!((w.sum(), w.count()), (12, 2));
         assert!(w.remove(b));
         assert!(!w.remove(b), "removing twice has no effect");
         assert_eq!((w.sum(), w.count()), (5, 1));
+        assert_eq!(
+            w.live().collect::<Vec<_>>(),
+            vec![(1, 5)],
+            "tags follow values"
+        );
         w.advance(ts(10));
         assert_eq!(
             (w.sum(), w.count()),
@@ -200,7 +217,7 @@ mod tests {
                 match op {
                     Op::Push { dt, value } => {
                         now += i64::from(dt);
-                        let seq = w.push(ts(now), u128::from(value));
+                        let seq = w.push(ts(now), u128::from(value), 0);
                         model.push((now, u128::from(value), false, false, seq));
                     }
                     Op::Remove(i) if !model.is_empty() => {

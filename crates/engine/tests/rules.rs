@@ -211,6 +211,31 @@ fn outflow_window_share_of_balance_at_window_start() {
     d.at(30).eth("0x03", Stage::Pending, HOT, USER, "60");
     let f = d.findings_of("share");
     assert_eq!(f.len(), 1, "51% crosses it");
+    // Its evidence is every transaction in the window, not only the last.
+    let listed: Vec<_> = f[0]
+        .evidence
+        .iter()
+        .map(|e| {
+            (
+                e.tx_hash.as_str(),
+                e.amount.as_str(),
+                e.stage.as_str(),
+                e.to.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("0x01", "300", "included", USER),
+            ("0x02", "150", "pending", USER),
+            ("0x03", "60", "pending", USER)
+        ]
+    );
+    assert!(
+        f[0].figures
+            .contains(&("transactions_in_window".into(), "3".into()))
+    );
     assert!(
         f[0].summary.contains("51.0% of the ETH balance"),
         "{}",
@@ -507,4 +532,54 @@ fn balances_follow_included_and_retracted_transfers() {
     d.at(2).eth("0x02", Stage::Pending, HOT, THIEF, "2");
     assert!(d.findings().is_empty());
     let _ = units("1");
+}
+
+#[test]
+fn a_window_finding_lists_the_last_transactions_in_its_window() {
+    let mut d = exchange(
+        r#"
+[[rule]]
+id = "velocity"
+kind = "velocity"
+scope = "wallet"
+severity = "warning"
+action = "alert"
+[rule.params]
+window = "10m"
+max_count = 149
+"#,
+    );
+    // 150 withdrawals with full 32-byte hashes, one a second.
+    let hash = |n: usize| format!("0x{n:064x}");
+    for n in 1..=150 {
+        d.at(n as i64)
+            .eth(&hash(n), Stage::Pending, HOT, USER, "0.1");
+    }
+    let f = d.findings_of("velocity");
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].evidence.len(), drainguard_engine::MAX_WINDOW_EVIDENCE);
+    let hashes: Vec<String> = f[0]
+        .evidence
+        .iter()
+        .map(|e| e.tx_hash.to_string())
+        .collect();
+    let first = 151 - drainguard_engine::MAX_WINDOW_EVIDENCE;
+    let expected: Vec<String> = (first..=150).map(hash).collect();
+    assert_eq!(
+        hashes, expected,
+        "the last ones, oldest first, spelled as received"
+    );
+    assert!(
+        f[0].figures
+            .contains(&("transactions_in_window".into(), "150".into()))
+    );
+    assert!(f[0].figures.contains(&(
+        "evidence_listed".into(),
+        format!("the last {} of 150", drainguard_engine::MAX_WINDOW_EVIDENCE)
+    )));
+    assert!(
+        f[0].evidence
+            .iter()
+            .all(|e| e.amount == "0.1" && e.from.as_str() == HOT)
+    );
 }
