@@ -272,20 +272,11 @@ impl OutflowMeter {
         }
     }
 
-    /// Shows every volume window's total next to its limit, by wallet name
+    /// Shows each volume window's total next to its limit, by wallet name
     /// (never an address), and drops the series of windows that emptied.
-    /// Past [`MAX_WINDOW_SERIES`] windows, only those nearest their limits
-    /// are shown, so a busy exchange cannot flood Prometheus.
+    /// The engine loop passes at most [`MAX_WINDOW_SERIES`], those nearest
+    /// their limits, so a busy exchange cannot flood Prometheus.
     pub(crate) fn windows(&mut self, metrics: &Metrics, figures: &[WindowFigure]) {
-        let usage = |f: &WindowFigure| match f.limit {
-            Some(l) if l > 0 => f.sum as f64 / l as f64,
-            _ => 0.0,
-        };
-        let mut figures: Vec<&WindowFigure> = figures.iter().collect();
-        if figures.len() > MAX_WINDOW_SERIES {
-            figures.sort_by(|a, b| usage(b).total_cmp(&usage(a)));
-            figures.truncate(MAX_WINDOW_SERIES);
-        }
         let mut shown = HashSet::with_capacity(figures.len());
         for f in figures {
             let (chain, wallet) = match &f.scope {
@@ -317,12 +308,10 @@ impl OutflowMeter {
                     .with_label_values(&values)
                     .set(usd.to_f64());
             }
-            if f.limit.is_some_and(|l| l > 0) {
+            if let Some(limit) = f.limit.filter(|l| *l > 0) {
                 // Display only: the engine compares the exact integers.
-                metrics
-                    .window_usage
-                    .with_label_values(&values)
-                    .set(usage(f));
+                let ratio = f.sum as f64 / limit as f64;
+                metrics.window_usage.with_label_values(&values).set(ratio);
             }
             shown.insert(labels);
         }
@@ -400,31 +389,5 @@ mod tests {
         meter.windows(&metrics, &[]);
         let text = metrics.render().unwrap();
         assert!(!text.contains("rule=\"share\""), "{text}");
-    }
-
-    #[test]
-    fn past_the_cap_the_windows_nearest_their_limits_are_shown() {
-        let metrics = Metrics::new().unwrap();
-        let mut meter = OutflowMeter::default();
-        // One rule per window keeps the series apart; rule i is i/10,000
-        // of the way to its limit.
-        let n = MAX_WINDOW_SERIES + 10;
-        let figures: Vec<_> = (0..n)
-            .map(|i| figure(&format!("r{i}"), HOT, i as u128, 10_000))
-            .collect();
-        meter.windows(&metrics, &figures);
-        let text = metrics.render().unwrap();
-        let usage: Vec<_> = text
-            .lines()
-            .filter(|l| l.starts_with(WINDOW_USAGE))
-            .collect();
-        assert_eq!(usage.len(), MAX_WINDOW_SERIES);
-        let shown = |rule: &str| {
-            usage
-                .iter()
-                .any(|l| l.contains(&format!("rule=\"{rule}\"")))
-        };
-        assert!(shown(&format!("r{}", n - 1)), "the fullest window is shown");
-        assert!(!shown("r0"), "the emptiest is not");
     }
 }

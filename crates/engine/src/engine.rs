@@ -473,46 +473,63 @@ fn window_over(
     }
 }
 
-/// What a window's rule allows, in the window's unit, and the window's
-/// total and limit in dollars where they have a price: the figures a
-/// dashboard puts side by side. Uses [`window_over`]'s balances, so the
-/// rule fires where `sum` passes `limit` (to within a basis point).
-fn window_limit(
-    w: &SlidingWindow,
-    state: &State,
-    rule: &Rule,
-    key: &WindowKey,
-) -> (Option<u128>, Option<Usd>, Option<Usd>) {
-    let (sum, applied) = (w.sum(), w.sum_applied());
+/// What a window's rule allows, in the window's unit (the tightest of its
+/// limits), once the scope's balance is known. Uses [`window_over`]'s
+/// balances, so the rule fires where the total passes it (to within a
+/// basis point).
+fn window_limit(w: &SlidingWindow, state: &State, rule: &Rule, key: &WindowKey) -> Option<u128> {
+    let applied = w.sum_applied();
     let share_of = |whole: u128, limit_bps: u32| {
         let l = U256::from(whole) * U256::from(limit_bps) / U256::from(10_000u32);
         u128::try_from(l).unwrap_or(u128::MAX)
     };
     match &rule.kind {
-        RuleKind::Velocity(p) => (Some(u128::from(p.max_count)), None, None),
-        RuleKind::OutflowWindow(p) if p.per_asset => {
-            let limit = p
-                .max_share_bps
-                .zip(state.scope_balance(key))
-                .map(|(l, bal)| share_of(units(bal).saturating_add(applied), l));
-            let Some((asset, decimals)) = state.scope_asset_decimals(key) else {
-                return (limit, None, None);
-            };
-            let usd = |v: u128| Usd::of(Amount::from_base_units(v), decimals, state.price(asset));
-            (limit, Some(usd(sum)), limit.map(usd))
-        }
+        RuleKind::Velocity(p) => Some(u128::from(p.max_count)),
+        RuleKind::OutflowWindow(p) if p.per_asset => p
+            .max_share_bps
+            .zip(state.scope_balance(key))
+            .map(|(l, bal)| share_of(units(bal).saturating_add(applied), l)),
         RuleKind::OutflowWindow(p) => {
             let by_share = p
                 .max_share_bps
                 .zip(state.scope_balance_usd(key))
                 .map(|(l, bal)| share_of(bal.0.saturating_add(applied), l));
-            let limit = match (p.max_usd, by_share) {
+            match (p.max_usd, by_share) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
-            };
-            (limit, Some(Usd(sum)), limit.map(Usd))
+            }
         }
-        _ => (None, None, None),
+        _ => None,
+    }
+}
+
+/// A window's total and limit in dollars, where they have a price (not
+/// for velocity, which counts).
+fn window_usd(
+    w: &SlidingWindow,
+    state: &State,
+    rule: &Rule,
+    key: &WindowKey,
+    limit: Option<u128>,
+) -> (Option<Usd>, Option<Usd>) {
+    match &rule.kind {
+        RuleKind::OutflowWindow(p) if p.per_asset => {
+            let Some((asset, decimals)) = state.scope_asset_decimals(key) else {
+                return (None, None);
+            };
+            let usd = |v: u128| Usd::of(Amount::from_base_units(v), decimals, state.price(asset));
+            (Some(usd(w.sum())), limit.map(usd))
+        }
+        RuleKind::OutflowWindow(_) => (Some(Usd(w.sum())), limit.map(Usd)),
+        _ => (None, None),
+    }
+}
+
+/// How full a window is: its total over its limit (0 without a limit).
+fn usage(sum: u128, limit: Option<u128>) -> f64 {
+    match limit {
+        Some(l) if l > 0 => sum as f64 / l as f64,
+        _ => 0.0,
     }
 }
 
@@ -895,11 +912,19 @@ impl Engine {
     }
 
     /// The totals of every window with something in it, advanced to the
-    /// engine's current time.
+    /// engine's current time, next to their limits.
     pub fn window_figures(&mut self) -> Vec<WindowFigure> {
+        self.nearest_window_figures(usize::MAX)
+    }
+
+    /// The same for the `n` windows nearest their limits (by total over
+    /// limit), for a metrics page that must stay small and cheap: every
+    /// window is measured with integers first, and only those `n` are
+    /// spelled out (addresses, dollars). Sorted by rule, scope and asset.
+    pub fn nearest_window_figures(&mut self, n: usize) -> Vec<WindowFigure> {
         let now = self.now;
-        let mut out = Vec::new();
-        for (rule, rs) in self.rules.rules.iter().zip(&self.rule_state) {
+        let mut chosen: Vec<(f64, usize, WindowKey)> = Vec::new();
+        for (r, (rule, rs)) in self.rules.rules.iter().zip(&self.rule_state).enumerate() {
             let RuleState::Windows { spec, .. } = rs else {
                 continue;
             };
@@ -908,33 +933,55 @@ impl Engine {
             };
             for (key, w) in &mut ss.windows {
                 w.advance(now);
-                let st = &self.state;
-                let chain = |c: u16| st.chains[usize::from(c)].clone();
-                let asset = |a: u16| st.assets[usize::from(a)].clone();
-                let (scope, asset) = match *key {
-                    WindowKey::Wallet(w, a) => {
-                        let wl = &st.wallets[w as usize];
-                        (
-                            Scope::Wallet(chain(wl.chain), st.wallet_address(wl)),
-                            a.map(asset),
-                        )
-                    }
-                    WindowKey::Asset(c, a) => (Scope::Asset(chain(c), asset(a)), Some(asset(a))),
-                    WindowKey::Chain(c, a) => (Scope::Chain(chain(c)), a.map(asset)),
-                    WindowKey::Global => (Scope::Global, None),
-                };
-                let (limit, sum_usd, limit_usd) = window_limit(w, st, rule, key);
-                out.push(WindowFigure {
-                    rule: rule.id.clone(),
-                    scope,
-                    asset,
-                    sum: w.sum(),
-                    count: w.count(),
-                    limit,
-                    sum_usd,
-                    limit_usd,
-                });
+                let limit = window_limit(w, &self.state, rule, key);
+                chosen.push((usage(w.sum(), limit), r, *key));
             }
+        }
+        if chosen.len() > n {
+            chosen.select_nth_unstable_by(n, |a, b| b.0.total_cmp(&a.0));
+            chosen.truncate(n);
+        }
+        let st = &self.state;
+        let chain = |c: u16| st.chains[usize::from(c)].clone();
+        let asset = |a: u16| st.assets[usize::from(a)].clone();
+        let mut out = Vec::with_capacity(chosen.len());
+        for (_, r, key) in chosen {
+            let (Some(rule), Some(RuleState::Windows { spec, .. })) =
+                (self.rules.rules.get(r), self.rule_state.get(r))
+            else {
+                continue;
+            };
+            let Some(w) = self
+                .specs
+                .get(usize::from(*spec))
+                .and_then(|ss| ss.windows.get(&key))
+            else {
+                continue;
+            };
+            let (scope, asset) = match key {
+                WindowKey::Wallet(w, a) => {
+                    let wl = &st.wallets[w as usize];
+                    (
+                        Scope::Wallet(chain(wl.chain), st.wallet_address(wl)),
+                        a.map(asset),
+                    )
+                }
+                WindowKey::Asset(c, a) => (Scope::Asset(chain(c), asset(a)), Some(asset(a))),
+                WindowKey::Chain(c, a) => (Scope::Chain(chain(c)), a.map(asset)),
+                WindowKey::Global => (Scope::Global, None),
+            };
+            let limit = window_limit(w, st, rule, &key);
+            let (sum_usd, limit_usd) = window_usd(w, st, rule, &key, limit);
+            out.push(WindowFigure {
+                rule: rule.id.clone(),
+                scope,
+                asset,
+                sum: w.sum(),
+                count: w.count(),
+                limit,
+                sum_usd,
+                limit_usd,
+            });
         }
         out.sort_by(|a, b| (&a.rule, &a.scope, &a.asset).cmp(&(&b.rule, &b.scope, &b.asset)));
         out

@@ -583,3 +583,26 @@ max_count = 149
             .all(|e| e.amount == "0.1" && e.from.as_str() == HOT)
     );
 }
+
+#[test]
+fn the_nearest_window_figures_are_the_fullest_windows_spelled_out_in_full() {
+    let mut d = exchange(SHARE);
+    // HOT sends 40% of its balance, HOT2 10%: HOT's window is the fuller.
+    d.at(0).eth("0x01", Stage::Pending, HOT, USER, "400");
+    d.at(1).eth("0x02", Stage::Pending, HOT2, USER, "100");
+    let all = d.engine.window_figures();
+    assert_eq!(all.len(), 2);
+    let nearest = d.engine.nearest_window_figures(1);
+    assert_eq!(nearest.len(), 1);
+    assert_eq!(
+        nearest[0].scope,
+        Scope::Wallet("ethereum".into(), HOT.into()),
+        "the fuller window"
+    );
+    assert!(
+        all.contains(&nearest[0]),
+        "the same figure as in the full list"
+    );
+    assert_eq!(nearest[0].limit, Some(units("500").0.to::<u128>()));
+    assert_eq!(d.engine.nearest_window_figures(5), all, "all when fewer");
+}

@@ -165,4 +165,20 @@ fn main() {
         "findings+freezes emitted: {}",
         engine.stats().findings + engine.stats().freezes
     );
+    // After the memory figure: what the daemon's window metrics cost the
+    // engine thread with this many wallets.
+    let started = Instant::now();
+    let nearest = engine.nearest_window_figures(1000);
+    println!(
+        "nearest_window_figures(1000): {} windows in {:.1} ms",
+        nearest.len(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let started = Instant::now();
+    let figures = engine.window_figures();
+    println!(
+        "window_figures: {} windows in {:.1} ms",
+        figures.len(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
 }
