@@ -132,13 +132,7 @@ fn run(trials: usize, mempool: bool) -> Vec<f64> {
     let body = format!(
         r#"{{"intents": [{{"id": "wd-0", "chain": "ethereum", "wallet": "{hot}", "to": "{USER}", "asset": "ETH", "amount": "1", "decimals": 18}}]}}"#
     );
-    let (status, text) = d
-        .post_body(
-            "/v1/intents",
-            &[("authorization", &format!("Bearer {INTENTS}"))],
-            body.as_bytes(),
-        )
-        .unwrap();
+    let (status, text) = d.post_intents(INTENTS, &body).unwrap();
     assert_eq!(status, 200, "{text}");
     let mut seen = 0;
     let mut ms = Vec::with_capacity(trials);

@@ -228,6 +228,13 @@ impl Daemon {
         self.post_body(path, headers, b"")
     }
 
+    /// Sends the withdrawal system's intents (a JSON body) with its bearer
+    /// token to `POST /v1/intents`.
+    pub fn post_intents(&self, token: &str, body: &str) -> anyhow::Result<(u16, String)> {
+        let auth = format!("Bearer {token}");
+        self.post_body("/v1/intents", &[("authorization", &auth)], body.as_bytes())
+    }
+
     /// POSTs a body to a path of the API with these headers: status and
     /// body.
     pub fn post_body(

@@ -77,13 +77,7 @@ fn intent(d: &Daemon, id: &str, to: &str, eth: &str) {
     let body = format!(
         r#"{{"intents": [{{"id": "{id}", "chain": "ethereum", "wallet": "{HOT}", "to": "{to}", "asset": "ETH", "amount": "{eth}", "decimals": 18}}]}}"#
     );
-    let (status, text) = d
-        .post_body(
-            "/v1/intents",
-            &[("authorization", &format!("Bearer {INTENTS}"))],
-            body.as_bytes(),
-        )
-        .unwrap();
+    let (status, text) = d.post_intents(INTENTS, &body).unwrap();
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("\"allow\""), "{text}");
 }

@@ -34,30 +34,45 @@ pub(crate) struct Health {
     pub(crate) engine_running: AtomicBool,
     /// The last store write succeeded.
     pub(crate) store_writable: AtomicBool,
-    /// Each chain watcher's "caught up with its node's head".
-    pub(crate) watchers: std::sync::Mutex<Vec<(String, Arc<AtomicBool>)>>,
-    /// Each EVM chain's "every endpoint failing", for the blind rules.
-    pub(crate) outages: std::sync::Mutex<Vec<(Chain, Arc<drainguard_evm::Outage>)>>,
+    /// Each chain watcher's state, shared with it.
+    pub(crate) watchers: std::sync::Mutex<Vec<WatcherHealth>>,
+}
+
+/// What one chain watcher shares with the daemon.
+#[derive(Debug)]
+pub(crate) struct WatcherHealth {
+    pub(crate) chain: Chain,
+    /// Caught up with its node's head (for `/readyz`).
+    pub(crate) synced: Arc<AtomicBool>,
+    /// Every endpoint failing, since when (for the blind rules).
+    pub(crate) outage: Arc<drainguard_evm::Outage>,
 }
 
 impl Health {
-    /// Whether every chain watcher has caught up (true with none).
-    fn watchers_synced(&self) -> bool {
+    fn watchers(&self) -> std::sync::MutexGuard<'_, Vec<WatcherHealth>> {
         self.watchers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .all(|(_, synced)| synced.load(Ordering::SeqCst))
     }
 
-    /// Each chain source's current outage, if every endpoint is failing.
-    pub(crate) fn outages(&self) -> Vec<(Chain, Option<(Timestamp, String)>)> {
-        self.outages
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Whether every chain watcher has caught up (true with none).
+    fn watchers_synced(&self) -> bool {
+        self.watchers()
             .iter()
-            .map(|(chain, o)| (chain.clone(), o.current()))
+            .all(|w| w.synced.load(Ordering::SeqCst))
+    }
+
+    /// Each chain watcher's current outage, if every endpoint is failing.
+    pub(crate) fn outages(&self) -> Vec<(Chain, Option<(Timestamp, String)>)> {
+        self.watchers()
+            .iter()
+            .map(|w| (w.chain.clone(), w.outage.current()))
             .collect()
+    }
+
+    /// Shares a new chain watcher's state.
+    pub(crate) fn add_watcher(&self, w: WatcherHealth) {
+        self.watchers().push(w);
     }
 }
 

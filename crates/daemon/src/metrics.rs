@@ -308,9 +308,7 @@ impl OutflowMeter {
                     .with_label_values(&values)
                     .set(usd.to_f64());
             }
-            if let Some(limit) = f.limit.filter(|l| *l > 0) {
-                // Display only: the engine compares the exact integers.
-                let ratio = f.sum as f64 / limit as f64;
+            if let Some(ratio) = f.usage() {
                 metrics.window_usage.with_label_values(&values).set(ratio);
             }
             shown.insert(labels);

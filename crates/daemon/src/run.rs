@@ -276,16 +276,11 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         // Resume after the last block whose events are evaluated and durable.
         let resume = evm_resume.get(src.chain.name.as_str()).cloned();
         let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        health
-            .watchers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((src.chain.name.to_string(), synced.clone()));
-        health
-            .outages
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((src.chain.name.clone(), pool.outage()));
+        health.add_watcher(crate::api::WatcherHealth {
+            chain: src.chain.name.clone(),
+            synced: synced.clone(),
+            outage: pool.outage(),
+        });
         let watcher = drainguard_evm::EvmWatcher::new(src.chain.clone(), src.watched.clone(), pool)
             .with_synced(synced);
         let (bus, token) = (bus_tx.clone(), shutdown.child_token());

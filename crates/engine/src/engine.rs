@@ -193,14 +193,12 @@ pub struct Engine {
     last_prune: Timestamp,
     has_floors: bool,
     has_blind: bool,
-    blind_fired: Vec<bool>,
+    /// By chain, whether it is blind now and why (one finding per
+    /// outage).
+    blind: Vec<Blind>,
     /// By chain, since when every endpoint of its source has failed and
     /// on which call, as the source last said.
     outages: Vec<Option<(Timestamp, String)>>,
-    /// By chain, whether its blind finding came from an outage (cleared
-    /// when an endpoint answers) rather than a silent head (cleared by the
-    /// next head).
-    blind_by_outage: Vec<bool>,
     last_blind_check: Timestamp,
     /// By chain, the first time a blind check could fire there (see
     /// [`Engine::blind_due`]), and their minimum: the check runs about
@@ -526,11 +524,42 @@ fn window_usd(
 }
 
 /// How full a window is: its total over its limit (0 without a limit).
+/// For display and ranking only: the rules compare the exact integers.
 fn usage(sum: u128, limit: Option<u128>) -> f64 {
     match limit {
         Some(l) if l > 0 => sum as f64 / l as f64,
         _ => 0.0,
     }
+}
+
+impl WindowFigure {
+    /// Its total over its limit (1 at the limit), once the limit is known.
+    pub fn usage(&self) -> Option<f64> {
+        self.limit
+            .filter(|l| *l > 0)
+            .map(|l| usage(self.sum, Some(l)))
+    }
+}
+
+/// Whether a chain is blind, and why: the reason says what clears it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Blind {
+    /// Not blind.
+    #[default]
+    Seen,
+    /// No head for k block times: cleared by the next head.
+    SilentHead,
+    /// Every endpoint failing: cleared when one answers again.
+    Outage,
+}
+
+/// Records chain `c`'s blind state (a free function, so it can run while
+/// the rules are borrowed).
+fn set_blind(blind: &mut Vec<Blind>, c: usize, b: Blind) {
+    if blind.len() <= c {
+        blind.resize(c + 1, Blind::Seen);
+    }
+    blind[c] = b;
 }
 
 /// A blind rule's finding on a chain: chain scope, no transaction as
@@ -687,9 +716,8 @@ impl Engine {
             last_prune: Timestamp(i64::MIN),
             has_floors,
             has_blind,
-            blind_fired: Vec::new(),
+            blind: Vec::new(),
             outages: Vec::new(),
-            blind_by_outage: Vec::new(),
             last_blind_check: Timestamp(i64::MIN),
             blind_due: Vec::new(),
             blind_next: i64::MAX,
@@ -1019,11 +1047,8 @@ impl Engine {
                 self.state.head(c, h.block, event.t);
                 // A blind finding of an outage clears when an endpoint
                 // answers again, not with a head pushed meanwhile.
-                let in_outage = self.blind_by_outage.get(usize::from(c)) == Some(&true);
-                if !in_outage
-                    && let Some(fired) = self.blind_fired.get_mut(usize::from(c))
-                    && std::mem::take(fired)
-                {
+                if self.blind_of(usize::from(c)) == Blind::SilentHead {
+                    set_blind(&mut self.blind, usize::from(c), Blind::Seen);
                     out.push(Output::Recovered(Recovery {
                         t: event.t,
                         kind: "blind".to_string(),
@@ -1974,16 +1999,15 @@ impl Engine {
         if self.outages.len() <= c {
             self.outages.resize(c + 1, None);
         }
-        let ended = outage.is_none() && self.outages[c].is_some();
         // A source repeats its outage each second: the first start stands.
-        if ended || self.outages[c].is_none() {
-            self.outages[c] = outage;
+        let began = outage.is_some() && self.outages[c].is_none();
+        let ended = outage.is_none() && self.outages[c].is_some();
+        if !began && !ended {
+            return;
         }
-        if ended && self.blind_by_outage.get(c) == Some(&true) {
-            self.blind_by_outage[c] = false;
-            if let Some(fired) = self.blind_fired.get_mut(c) {
-                *fired = false;
-            }
+        self.outages[c] = outage;
+        if ended && self.blind_of(c) == Blind::Outage {
+            set_blind(&mut self.blind, c, Blind::Seen);
             out.push(Output::Recovered(Recovery {
                 t: now,
                 kind: "blind".to_string(),
@@ -2042,7 +2066,7 @@ impl Engine {
             return i64::MAX;
         };
 
-        if self.blind_fired.get(c).copied().unwrap_or(false) {
+        if self.blind_of(c) != Blind::Seen {
             return i64::MAX;
         }
         let mut due = i64::MAX;
@@ -2092,6 +2116,10 @@ impl Engine {
         due
     }
 
+    fn blind_of(&self, c: usize) -> Blind {
+        self.blind.get(c).copied().unwrap_or_default()
+    }
+
     /// Recomputes when chain `c` could next be found blind.
     fn refresh_blind(&mut self, c: usize) {
         if self.blind_due.len() <= c {
@@ -2121,18 +2149,11 @@ impl Engine {
                     Duration::from_nanos(u64::try_from(now.0.saturating_sub(since.0)).unwrap_or(0));
                 if down < p.endpoints_down_for
                     || !rule.applies_to(chain)
-                    || self.blind_fired.get(c).copied().unwrap_or(false)
+                    || self.blind_of(c) != Blind::Seen
                 {
                     continue;
                 }
-                if self.blind_fired.len() <= c {
-                    self.blind_fired.resize(c + 1, false);
-                }
-                if self.blind_by_outage.len() <= c {
-                    self.blind_by_outage.resize(c + 1, false);
-                }
-                self.blind_fired[c] = true;
-                self.blind_by_outage[c] = true;
+                set_blind(&mut self.blind, c, Blind::Outage);
                 let summary = format!(
                     "{chain} is blind: every endpoint has failed for {:.0} s (limit {:.0} s), last on {call}",
                     down.as_secs_f64(),
@@ -2161,9 +2182,7 @@ impl Engine {
             }
             for (c, track) in self.state.heads.iter().enumerate() {
                 let chain = &self.state.chains[c];
-                if track.last_t.0 == 0
-                    || !rule.applies_to(chain)
-                    || self.blind_fired.get(c).copied().unwrap_or(false)
+                if track.last_t.0 == 0 || !rule.applies_to(chain) || self.blind_of(c) != Blind::Seen
                 {
                     continue;
                 }
@@ -2175,10 +2194,7 @@ impl Engine {
                 if expected <= 0.0 || silent <= p.k * expected {
                     continue;
                 }
-                if self.blind_fired.len() <= c {
-                    self.blind_fired.resize(c + 1, false);
-                }
-                self.blind_fired[c] = true;
+                set_blind(&mut self.blind, c, Blind::SilentHead);
                 let summary = format!(
                     "{chain} is blind: no new head for {:.0} s, {:.1} expected block times of {:.1} s (limit {})",
                     silent / 1e9,
