@@ -212,6 +212,21 @@ pub struct Engine {
     /// blind rules before a learned one (a catch-up after a restart sends
     /// heads milliseconds apart, which would teach a wrong block time).
     known_block_times: Vec<(Chain, std::time::Duration)>,
+    /// By chain, what each blind rule that watches it needs to know when
+    /// the chain could next be blind: worked out once per chain, rule set
+    /// and known block time, not on every head.
+    blind_plan: Vec<Vec<BlindTerm>>,
+}
+
+/// One blind rule as it applies to one chain.
+#[derive(Debug, Clone, Copy)]
+struct BlindTerm {
+    k: f64,
+    /// The configured block time in nanoseconds, if any (else learned).
+    configured: Option<f64>,
+    warmup_heads: u32,
+    /// `endpoints_down_for` in nanoseconds.
+    down_for: i64,
 }
 
 /// The pre-signing verdict on one withdrawal intent.
@@ -723,6 +738,7 @@ impl Engine {
             blind_next: i64::MAX,
             blind_rules,
             known_block_times: Vec::new(),
+            blind_plan: Vec::new(),
         }
     }
 
@@ -804,6 +820,7 @@ impl Engine {
         // New blind rules, or other block times: when a chain could next
         // be blind is worked out again.
         self.blind_rules = blind_rules(&self.rules);
+        self.blind_plan.clear();
         for c in 0..self.state.heads.len() {
             self.refresh_blind(c);
         }
@@ -2028,6 +2045,7 @@ impl Engine {
             Some((_, d)) => *d = block_time,
             None => self.known_block_times.push((chain.clone(), block_time)),
         }
+        self.blind_plan.clear();
         for c in 0..self.state.heads.len() {
             self.refresh_blind(c);
         }
@@ -2062,50 +2080,33 @@ impl Engine {
     /// `now − last head ≤ floor(k × expected)`: an integer at most a
     /// representable one stays at most it as an `f64`.
     fn blind_due(&self, c: usize) -> i64 {
-        let Some(chain) = self.state.chains.get(c) else {
+        let Some(plan) = self.blind_plan.get(c) else {
             return i64::MAX;
         };
-
-        if self.blind_of(c) != Blind::Seen {
+        if plan.is_empty() || self.blind_of(c) != Blind::Seen {
             return i64::MAX;
         }
         let mut due = i64::MAX;
         if let Some(Some((since, _))) = self.outages.get(c) {
-            for rule in self
-                .blind_rules
-                .iter()
-                .filter_map(|&r| self.rules.rules.get(r))
-            {
-                if let RuleKind::Blind(p) = &rule.kind
-                    && rule.applies_to(chain)
-                {
-                    let wait = i64::try_from(p.endpoints_down_for.as_nanos()).unwrap_or(i64::MAX);
-                    due = due.min(since.0.saturating_add(wait));
-                }
+            for term in plan {
+                due = due.min(since.0.saturating_add(term.down_for));
             }
         }
         let Some(track) = self.state.heads.get(c).filter(|t| t.last_t.0 != 0) else {
             return due;
         };
-        for rule in self
-            .blind_rules
-            .iter()
-            .filter_map(|&r| self.rules.rules.get(r))
-        {
-            let RuleKind::Blind(p) = &rule.kind else {
-                continue;
-            };
-            if !rule.applies_to(chain) {
-                continue;
-            }
-            let Some(expected) = Self::blind_expected(p, &self.known_block_times, chain, track)
-            else {
-                continue;
+        for term in plan {
+            let expected = match term.configured {
+                Some(ns) => ns,
+                None if track.interval_count() >= term.warmup_heads as usize => {
+                    track.median_interval() as f64
+                }
+                None => continue,
             };
             if expected <= 0.0 {
                 continue;
             }
-            let limit = (p.k * expected).floor();
+            let limit = (term.k * expected).floor();
             let at = if (0.0..1e18).contains(&limit) {
                 track.last_t.0.checked_add(limit as i64 + 1)
             } else {
@@ -2116,12 +2117,49 @@ impl Engine {
         due
     }
 
+    /// Works out the blind terms of every chain not planned yet (all of
+    /// them after a reload or a new known block time).
+    fn plan_blind(&mut self) {
+        for c in self.blind_plan.len()..self.state.chains.len() {
+            let chain = &self.state.chains[c];
+            let mut terms = Vec::new();
+            for rule in self
+                .blind_rules
+                .iter()
+                .filter_map(|&r| self.rules.rules.get(r))
+            {
+                let RuleKind::Blind(p) = &rule.kind else {
+                    continue;
+                };
+                if !rule.applies_to(chain) {
+                    continue;
+                }
+                let configured = p
+                    .block_times
+                    .iter()
+                    .chain(&self.known_block_times)
+                    .find(|(ch, _)| ch == chain)
+                    .map(|(_, d)| d.as_nanos() as f64);
+                terms.push(BlindTerm {
+                    k: p.k,
+                    configured,
+                    warmup_heads: p.warmup_heads,
+                    down_for: i64::try_from(p.endpoints_down_for.as_nanos()).unwrap_or(i64::MAX),
+                });
+            }
+            self.blind_plan.push(terms);
+        }
+    }
+
     fn blind_of(&self, c: usize) -> Blind {
         self.blind.get(c).copied().unwrap_or_default()
     }
 
     /// Recomputes when chain `c` could next be found blind.
     fn refresh_blind(&mut self, c: usize) {
+        if self.blind_plan.len() <= c {
+            self.plan_blind();
+        }
         if self.blind_due.len() <= c {
             self.blind_due.resize(c + 1, i64::MAX);
         }

@@ -6,7 +6,7 @@
 //! destinations cost tens of megabytes, not hundreds. Lookups are exact:
 //! ids are compared by their bytes, never by a hash alone.
 
-use drainguard_model::{Address, Raw};
+use drainguard_model::{ADDRESS_TEXT_MAX, Address, Raw, key_hash};
 use hashbrown::HashTable;
 
 /// A dense id of an interned address.
@@ -25,7 +25,6 @@ pub(crate) struct AddrTable {
     starts: Vec<u32>,
     lens: Vec<u8>,
     table: HashTable<u32>,
-    hasher: foldhash::fast::RandomState,
     scratch: Vec<u8>,
 }
 
@@ -57,26 +56,16 @@ fn encode_other(s: &str, out: &mut Vec<u8>) {
     out.push(0);
     // Longer than any real address: keep a prefix, consistently, so the
     // length fits the table's one-byte field.
-    out.extend_from_slice(&b[..b.len().min(254)]);
+    out.extend_from_slice(&b[..b.len().min(ADDRESS_TEXT_MAX)]);
 }
 
-/// Hashes an encoded address; an EVM address as three words, which is
-/// several times cheaper than hashing its bytes one by one.
-fn hash_encoded(hasher: &foldhash::fast::RandomState, bytes: &[u8]) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    if let Ok(evm) = <&[u8; 21]>::try_from(bytes) {
-        let word = |at: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&evm[at..at + 8]);
-            u64::from_le_bytes(w)
-        };
-        let mut h = hasher.build_hasher();
-        h.write_u64(word(0));
-        h.write_u64(word(8));
-        h.write_u64(word(13));
-        return h.finish();
+/// Hashes an encoded address as the address hashed itself when it was
+/// made ([`Address::key_hash`]): needed only to rehash a growing table.
+fn hash_encoded(bytes: &[u8]) -> u64 {
+    match bytes.split_first() {
+        Some((&tag, rest)) => key_hash(tag, rest),
+        None => key_hash(0, &[]),
     }
-    hasher.hash_one(bytes)
 }
 
 impl AddrTable {
@@ -84,19 +73,19 @@ impl AddrTable {
         slice(&self.chunks, &self.starts, &self.lens, id)
     }
 
-    fn find(&self, encoded: &[u8]) -> Option<u32> {
-        let h = hash_encoded(&self.hasher, encoded);
+    /// Looks an encoded address up by the hash its address carries.
+    fn find(&self, h: u64, encoded: &[u8]) -> Option<u32> {
         self.table.find(h, |&id| self.bytes(id) == encoded).copied()
     }
 
     /// The id of an address, if it has been interned.
     pub(crate) fn get(&mut self, a: &Address) -> Option<AddrId> {
         if let Some(evm) = encode_evm(a) {
-            return self.find(&evm).map(AddrId);
+            return self.find(a.key_hash(), &evm).map(AddrId);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         encode_other(a.as_str(), &mut scratch);
-        let found = self.find(&scratch);
+        let found = self.find(a.key_hash(), &scratch);
         self.scratch = scratch;
         found.map(AddrId)
     }
@@ -105,17 +94,17 @@ impl AddrTable {
     /// whether it was new.
     pub(crate) fn intern(&mut self, a: &Address) -> (AddrId, bool) {
         if let Some(evm) = encode_evm(a) {
-            return self.intern_encoded(&evm);
+            return self.intern_encoded(a.key_hash(), &evm);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         encode_other(a.as_str(), &mut scratch);
-        let found = self.intern_encoded(&scratch);
+        let found = self.intern_encoded(a.key_hash(), &scratch);
         self.scratch = scratch;
         found
     }
 
-    fn intern_encoded(&mut self, stored: &[u8]) -> (AddrId, bool) {
-        if let Some(id) = self.find(stored) {
+    fn intern_encoded(&mut self, h: u64, stored: &[u8]) -> (AddrId, bool) {
+        if let Some(id) = self.find(h, stored) {
             return (AddrId(id), false);
         }
         let id = u32::try_from(self.starts.len()).unwrap_or(u32::MAX);
@@ -133,10 +122,9 @@ impl AddrTable {
         self.starts.push(u32::try_from(start).unwrap_or(u32::MAX));
         self.lens
             .push(u8::try_from(stored.len()).unwrap_or(u8::MAX));
-        let (chunks, starts, lens, hasher) = (&self.chunks, &self.starts, &self.lens, &self.hasher);
-        let h = hash_encoded(hasher, stored);
+        let (chunks, starts, lens) = (&self.chunks, &self.starts, &self.lens);
         self.table.insert_unique(h, id, |&other| {
-            hash_encoded(hasher, slice(chunks, starts, lens, other))
+            hash_encoded(slice(chunks, starts, lens, other))
         });
         (AddrId(id), true)
     }
@@ -191,5 +179,34 @@ mod tests {
             assert_eq!(t.get(&address), Some(id));
         }
         assert_eq!(t.address(AddrId(99)), None);
+    }
+
+    /// A growing table rehashes its entries from their stored bytes: that
+    /// must give the hash each address carries, or entries get lost.
+    #[test]
+    fn stored_bytes_hash_as_their_address_does() {
+        let long = format!("x{}", "y".repeat(300));
+        for a in [
+            "0x7d535a6a6c18988d64a878af797e84c93539e776",
+            "bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh",
+            "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf",
+            "",
+            long.as_str(),
+        ] {
+            let address = Address::new(a);
+            let mut t = AddrTable::default();
+            let (id, _) = t.intern(&address);
+            assert_eq!(hash_encoded(t.bytes(id.0)), address.key_hash(), "{a}");
+        }
+        // Enough addresses to grow the table many times: all still found.
+        let mut t = AddrTable::default();
+        let all: Vec<Address> = (0..5000)
+            .map(|i| Address::new(&format!("0x{i:040x}")))
+            .chain((0..500).map(|i| Address::new(&format!("T{i}"))))
+            .collect();
+        let ids: Vec<AddrId> = all.iter().map(|a| t.intern(a).0).collect();
+        for (a, id) in all.iter().zip(ids) {
+            assert_eq!(t.get(a), Some(id));
+        }
     }
 }

@@ -227,14 +227,25 @@ impl fmt::Display for Amount {
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default, Serialize, Deserialize)]
 pub struct Price(pub f64);
 
+/// 10⁰ to 10³⁸: every power of ten a `u128` holds.
+const POW10: [u128; 39] = {
+    let mut t = [1u128; 39];
+    let mut i = 1;
+    while i < 39 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
 impl Price {
-    fn nano_dollars(self) -> U256 {
+    fn nano_u128(self) -> u128 {
         if !self.0.is_finite() || self.0 <= 0.0 {
-            return U256::ZERO;
+            return 0;
         }
         // Rounded to the nano-dollar; a price above 10²⁹ USD saturates.
         let n = (self.0 * 1e9).round();
-        U256::from(n.min(u128::MAX as f64) as u128)
+        n.min(u128::MAX as f64) as u128
     }
 }
 
@@ -251,16 +262,17 @@ impl Usd {
     /// The value of `amount` base units of an asset with `decimals`
     /// decimals at `price`, rounded down to the micro-dollar.
     pub fn of(amount: Amount, decimals: u8, price: Price) -> Usd {
-        let nano = price.nano_dollars();
-        if nano.is_zero() || amount.is_zero() {
+        let n = price.nano_u128();
+        if n == 0 || amount.is_zero() {
             return Usd::ZERO;
         }
-        // Fast path: everything fits in 128 bits (any real transfer).
-        if let (Ok(a), Ok(n)) = (u128::try_from(amount.0), u128::try_from(nano))
+        // Fast path: everything fits in 128 bits (any real transfer). The
+        // engine values every transfer it sees: a table, not a power.
+        if let Ok(a) = u128::try_from(amount.0)
             && let (Some(p), Some(scale)) = (
                 a.checked_mul(n),
-                10u128
-                    .checked_pow(u32::from(decimals))
+                POW10
+                    .get(usize::from(decimals))
                     .and_then(|s| s.checked_mul(1000)),
             )
         {
@@ -270,6 +282,7 @@ impl Usd {
         }
         // amount × nano / 10^decimals / 1000: divide first where the product
         // would overflow, which only happens far beyond any real value.
+        let nano = U256::from(n);
         let scale = U256::from(10u8).pow(U256::from(decimals));
         let micro = match amount.0.checked_mul(nano) {
             Some(p) => p / scale / U256::from(1000u16),
@@ -452,7 +465,7 @@ mod tests {
             price in 1e-9f64..1e9,
         ) {
             let amount = Amount::from_base_units(units);
-            let nano = Price(price).nano_dollars();
+            let nano = U256::from(Price(price).nano_u128());
             let exact = amount.0.checked_mul(nano).map(|p| {
                 p / U256::from(10u8).pow(U256::from(decimals)) / U256::from(1000u16)
             });

@@ -92,10 +92,46 @@ impl Raw {
     }
 }
 
-/// Wraps [`Raw`] so an id's derived comparisons and hash see only its
-/// string.
+/// The keyed 64-bit hash of an id's compact form: a tag byte and the
+/// id's bytes (see [`Address::key_hash`], [`TxHash::key_hash`]). Keyed
+/// with a random seed chosen once per process, so hash tables keyed on
+/// ids cannot be flooded with chosen collisions; the same in every table
+/// of the process, so an id's hash is computed once, where it is made,
+/// and every table it is looked up in reuses it.
+pub fn key_hash(tag: u8, bytes: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static KEY: std::sync::OnceLock<foldhash::fast::FixedState> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let seed =
+            std::collections::hash_map::RandomState::new().hash_one(0x6472_6169_6e67_7561u64);
+        foldhash::fast::FixedState::with_seed(seed)
+    });
+    let mut h = key.build_hasher();
+    h.write_u8(tag);
+    // Whole words where the bytes allow: several times cheaper than
+    // hashing them one by one, for the 20- and 32-byte forms that are
+    // nearly every id.
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        h.write_u64(u64::from_le_bytes(a));
+    }
+    let rest = words.remainder();
+    let mut a = [0u8; 8];
+    a[..rest.len()].copy_from_slice(rest);
+    h.write_u64(u64::from_le_bytes(a) ^ (rest.len() as u64) << 59);
+    h.finish()
+}
+
+/// The longest address kept whole in its compact form: longer strings
+/// keep this prefix (no real address comes near it).
+pub const ADDRESS_TEXT_MAX: usize = 254;
+
+/// Wraps [`Raw`] and the id's [`key_hash`] so an id's derived comparisons
+/// and hash see only its string.
 #[derive(Clone, Copy)]
-struct Ignored(Raw);
+struct Ignored(Raw, u64);
 
 impl PartialEq for Ignored {
     fn eq(&self, _: &Self) -> bool {
@@ -177,7 +213,8 @@ macro_rules! hex_id {
             pub fn new(s: &str) -> Self {
                 let f: fn(&str) -> Text = $normalize;
                 let s = f(s);
-                let raw = Ignored(Raw::of(s.as_str()));
+                let bytes = Raw::of(s.as_str());
+                let raw = Ignored(bytes, Self::compact_hash(bytes, s.as_str()));
                 $name(Arc::new(HexRepr { s, raw }))
             }
 
@@ -189,6 +226,12 @@ macro_rules! hex_id {
             /// Its bytes, when it is lowercase hex of the usual length.
             pub fn raw(&self) -> Raw {
                 self.0.raw.0
+            }
+
+            /// The [`key_hash`] of its compact form, computed when it was
+            /// made.
+            pub fn key_hash(&self) -> u64 {
+                self.0.raw.1
             }
         }
 
@@ -318,6 +361,37 @@ hex_id!(
     TxHash,
     hex_case_insensitive
 );
+
+impl Address {
+    /// The hash of an address's compact form: tag 1 and the 20 bytes of a
+    /// lowercase `0x` + 40-hex address; tag 0 and the string (its first
+    /// [`ADDRESS_TEXT_MAX`] bytes) for any other.
+    fn compact_hash(raw: Raw, s: &str) -> u64 {
+        match raw {
+            Raw::Hex20(b) => key_hash(1, &b),
+            _ => key_hash(0, &s.as_bytes()[..s.len().min(ADDRESS_TEXT_MAX)]),
+        }
+    }
+}
+
+impl TxHash {
+    /// The hash of a transaction hash's compact form: tag 0 (`0x`-prefixed)
+    /// or 1 (bare) and the 32 bytes of a 64-hex hash; tag 2 and the string
+    /// for any other.
+    fn compact_hash(raw: Raw, s: &str) -> u64 {
+        match raw {
+            Raw::Hex32 {
+                prefixed: true,
+                bytes,
+            } => key_hash(0, &bytes),
+            Raw::Hex32 {
+                prefixed: false,
+                bytes,
+            } => key_hash(1, &bytes),
+            _ => key_hash(2, s.as_bytes()),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -17,5 +17,5 @@ pub use event::{
     Intent, PriceObs, Stage, Transfer, TransferKey, WalletDecl, WalletRole,
 };
 pub use finding::{Evidence, Finding, Freeze, FreezeId, Scope, ScopeError, Severity};
-pub use ids::{Address, Asset, Chain, Raw, TxHash};
+pub use ids::{ADDRESS_TEXT_MAX, Address, Asset, Chain, Raw, TxHash, key_hash};
 pub use time::{Timestamp, TimestampError};

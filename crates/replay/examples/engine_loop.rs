@@ -15,7 +15,12 @@ fn main() {
         .unwrap_or(30);
     // PRESET=rush (or any simulator preset) runs another generated day.
     let name = std::env::var("PRESET").unwrap_or_else(|_| "coinex".to_string());
-    let records = generate(&preset(&name, 1).unwrap());
+    let mut config = preset(&name, 1).unwrap();
+    // VOLUME=10 runs the same day at ten times the normal withdrawal rate.
+    if let Some(v) = std::env::var("VOLUME").ok().and_then(|v| v.parse().ok()) {
+        config.volume = v;
+    }
+    let records = generate(&config);
     let events: Vec<Event> = records
         .iter()
         .map(|r| Event {
