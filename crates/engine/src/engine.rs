@@ -257,6 +257,20 @@ fn bps(part: u128, whole: u128) -> u64 {
     u64::try_from(scaled).unwrap_or(u64::MAX)
 }
 
+/// Whether `bps(part, whole) > limit`, without dividing: floor(p × 10⁴ / w)
+/// exceeds `limit` exactly when p × 10⁴ ≥ (limit + 1) × w. Every outflow
+/// asks it of every share window.
+fn bps_over(part: u128, whole: u128, limit: u64) -> bool {
+    if whole == 0 {
+        return true;
+    }
+    let bar = u128::from(limit) + 1;
+    match (part.checked_mul(10_000), bar.checked_mul(whole)) {
+        (Some(p), Some(b)) => p >= b,
+        _ => U256::from(part) * U256::from(10_000u32) >= U256::from(bar) * U256::from(whole),
+    }
+}
+
 fn pct(bps: u64) -> String {
     format!("{:.1}%", bps as f64 / 100.0)
 }
@@ -472,14 +486,14 @@ fn window_over(
             .max_share_bps
             .zip(state.scope_balance(key))
             .is_some_and(|(limit, bal)| {
-                bps(sum, units(bal).saturating_add(applied)) > u64::from(limit)
+                bps_over(sum, units(bal).saturating_add(applied), u64::from(limit))
             }),
         RuleKind::OutflowWindow(p) => {
             p.max_usd.is_some_and(|m| sum > m)
                 || p.max_share_bps
                     .zip(state.scope_balance_usd(key))
                     .is_some_and(|(limit, bal)| {
-                        bps(sum, bal.0.saturating_add(applied)) > u64::from(limit)
+                        bps_over(sum, bal.0.saturating_add(applied), u64::from(limit))
                     })
         }
         _ => false,
@@ -2409,6 +2423,25 @@ impl Engine {
                 self.freezes.push(f.clone());
                 out.push(Output::Freeze(f));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The division-free share test agrees with the share itself, at
+        /// the edges of 128 bits too.
+        #[test]
+        fn bps_over_is_bps_greater_than_the_limit(
+            part in prop_oneof![any::<u128>(), 0u128..1_000_000],
+            whole in prop_oneof![any::<u128>(), 0u128..1_000_000],
+            limit in prop_oneof![any::<u32>().prop_map(u64::from), Just(u64::MAX - 1)],
+        ) {
+            prop_assert_eq!(bps_over(part, whole, limit), bps(part, whole) > limit);
         }
     }
 }

@@ -697,15 +697,26 @@ impl State {
     pub(crate) fn apply_balance(&mut self, s: &TransferState, undo: bool) {
         for (w, outgoing) in [(s.from, true), (s.to_wallet, false)] {
             let Some(w) = w else { continue };
-            let Some((bal, decimals)) = self.balances.get(&(w, s.asset)).copied() else {
+            // In place: one lookup per wallet, on every transfer in a block.
+            let Some((bal, _)) = self.balances.get_mut(&(w, s.asset)) else {
                 continue;
             };
+            let old = *bal;
             let new = if outgoing != undo {
-                bal.saturating_sub(s.amount)
+                old.saturating_sub(s.amount)
             } else {
-                bal.saturating_add(s.amount)
+                old.saturating_add(s.amount)
             };
-            self.put_balance(w, s.asset, new, decimals);
+            *bal = new;
+            if let Some(wallet) = self.wallets.get(w as usize)
+                && wallet.role == WalletRole::Hot
+            {
+                let total = self
+                    .chain_balances
+                    .entry((wallet.chain, s.asset))
+                    .or_default();
+                *total = total.saturating_sub(old).saturating_add(new);
+            }
         }
     }
 

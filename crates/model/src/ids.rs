@@ -149,9 +149,6 @@ impl Ord for Ignored {
         std::cmp::Ordering::Equal
     }
 }
-impl std::hash::Hash for Ignored {
-    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
-}
 
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $normalize:expr) => {
@@ -268,12 +265,20 @@ macro_rules! hex_id {
     };
 }
 
-/// The shared block of an address or hash: compared, ordered and hashed
-/// by its string alone.
-#[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The shared block of an address or hash: compared and ordered by its
+/// string alone, and hashed by the [`key_hash`] of its string, made once:
+/// a map or set of addresses (a denylist, an allowlist) hashes one word
+/// per lookup instead of the string.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct HexRepr {
     s: Text,
     raw: Ignored,
+}
+
+impl std::hash::Hash for HexRepr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.raw.1);
+    }
 }
 
 /// The longest id kept inline: `0x` and 64 hex digits.
@@ -303,7 +308,7 @@ impl Text {
     }
 }
 
-// Compared, ordered and hashed as the string, whichever way it is held.
+// Compared and ordered as the string, whichever way it is held.
 impl PartialEq for Text {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
@@ -318,11 +323,6 @@ impl PartialOrd for Text {
 impl Ord for Text {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.as_str().cmp(other.as_str())
-    }
-}
-impl std::hash::Hash for Text {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
     }
 }
 
