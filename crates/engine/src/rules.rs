@@ -64,9 +64,11 @@ pub(crate) struct Payment {
 }
 
 /// The recent payments to one destination, removable by sequence number.
+/// Nearly every destination is paid once: that payment is kept inline, so
+/// a new destination costs no allocation.
 #[derive(Debug, Default)]
 pub(crate) struct DestWindow {
-    entries: VecDeque<Payment>,
+    entries: SmallVec<[Payment; 1]>,
     base: Seq,
 }
 
@@ -81,9 +83,10 @@ pub(crate) struct DestSummary {
 impl DestWindow {
     fn expire(&mut self, now: Timestamp, length: Duration) {
         let cutoff = now.minus(length);
-        while self.entries.front().is_some_and(|p| p.t <= cutoff) {
-            self.entries.pop_front();
-            self.base += 1;
+        let gone = self.entries.iter().take_while(|p| p.t <= cutoff).count();
+        if gone > 0 {
+            self.entries.drain(..gone);
+            self.base += gone as Seq;
         }
     }
 
@@ -95,7 +98,7 @@ impl DestWindow {
         length: Duration,
     ) -> Seq {
         self.expire(t, length);
-        self.entries.push_back(Payment {
+        self.entries.push(Payment {
             t,
             source,
             share_bps,
@@ -135,6 +138,6 @@ impl DestWindow {
     }
 
     pub(crate) fn last_t(&self) -> Option<Timestamp> {
-        self.entries.back().map(|p| p.t)
+        self.entries.last().map(|p| p.t)
     }
 }
