@@ -193,18 +193,11 @@ pub struct Engine {
     last_prune: Timestamp,
     has_floors: bool,
     has_blind: bool,
-    /// By chain, whether it is blind now and why (one finding per
-    /// outage).
-    blind: Vec<Blind>,
-    /// By chain, since when every endpoint of its source has failed and
-    /// on which call, as the source last said.
-    outages: Vec<Option<(Timestamp, String)>>,
+    /// By chain, what the blind rules know of it.
+    watch: Vec<ChainWatch>,
     last_blind_check: Timestamp,
-    /// By chain, the first time a blind check could fire there (see
-    /// [`Engine::blind_due`]), and their minimum: the check runs about
-    /// once a second and nearly always finds nothing, so it is skipped
-    /// until then.
-    blind_due: Vec<i64>,
+    /// The earliest `due` of any chain: the check runs about once a
+    /// second and nearly always finds nothing, so it is skipped until then.
     blind_next: i64,
     /// The indices of the blind rules.
     blind_rules: Vec<usize>,
@@ -212,10 +205,80 @@ pub struct Engine {
     /// blind rules before a learned one (a catch-up after a restart sends
     /// heads milliseconds apart, which would teach a wrong block time).
     known_block_times: Vec<(Chain, std::time::Duration)>,
-    /// By chain, what each blind rule that watches it needs to know when
-    /// the chain could next be blind: worked out once per chain, rule set
-    /// and known block time, not on every head.
-    blind_plan: Vec<Vec<BlindTerm>>,
+}
+
+/// What the blind rules know of one chain, in one place: a head reads
+/// and writes only this.
+#[derive(Debug, Clone)]
+struct ChainWatch {
+    /// Whether it is blind now and why (one finding per outage).
+    blind: Blind,
+    /// Since when every endpoint of its source has failed and on which
+    /// call, as the source last said.
+    outage: Option<(Timestamp, String)>,
+    /// The first time a blind check could fire here (see
+    /// [`Engine::refresh_blind`]; `i64::MIN`: any time).
+    due: i64,
+    /// Each blind rule watching it, worked out once per chain, rule set
+    /// and known block time (`None`: not yet).
+    plan: Option<SmallVec<[BlindTerm; 1]>>,
+}
+
+impl Default for ChainWatch {
+    fn default() -> Self {
+        ChainWatch {
+            blind: Blind::Seen,
+            outage: None,
+            due: i64::MAX,
+            plan: None,
+        }
+    }
+}
+
+impl ChainWatch {
+    /// The first time at which [`Engine::check_blind_now`] could find
+    /// this chain blind. It fires once `(now − last head) as f64 > k ×
+    /// expected`, which cannot hold while `now − last head ≤ ⌊k ×
+    /// expected⌋`: an integer at most a representable one stays at most
+    /// it as an `f64`.
+    fn due(&self, track: Option<&HeadTrack>) -> i64 {
+        let Some(plan) = &self.plan else {
+            return i64::MAX;
+        };
+        if plan.is_empty() || self.blind != Blind::Seen {
+            return i64::MAX;
+        }
+        let mut due = i64::MAX;
+        if let Some((since, _)) = &self.outage {
+            for term in plan {
+                due = due.min(since.0.saturating_add(term.down_for));
+            }
+        }
+        let Some(track) = track.filter(|t| t.last_t.0 != 0) else {
+            return due;
+        };
+        for term in plan {
+            let expected = match term.configured {
+                Some(ns) => ns,
+                None if track.interval_count() >= term.warmup_heads as usize => {
+                    track.median_interval() as f64
+                }
+                None => continue,
+            };
+            if expected <= 0.0 {
+                continue;
+            }
+            // Non-negative, so truncation is the floor.
+            let limit = term.k * expected;
+            let at = if (0.0..1e18).contains(&limit) {
+                track.last_t.0.checked_add(limit as i64 + 1)
+            } else {
+                None
+            };
+            due = due.min(at.unwrap_or(i64::MIN));
+        }
+        due
+    }
 }
 
 /// One blind rule as it applies to one chain.
@@ -584,11 +647,11 @@ enum Blind {
 
 /// Records chain `c`'s blind state (a free function, so it can run while
 /// the rules are borrowed).
-fn set_blind(blind: &mut Vec<Blind>, c: usize, b: Blind) {
-    if blind.len() <= c {
-        blind.resize(c + 1, Blind::Seen);
+fn set_blind(watch: &mut Vec<ChainWatch>, c: usize, b: Blind) {
+    if watch.len() <= c {
+        watch.resize_with(c + 1, ChainWatch::default);
     }
-    blind[c] = b;
+    watch[c].blind = b;
 }
 
 /// A blind rule's finding on a chain: chain scope, no transaction as
@@ -745,14 +808,11 @@ impl Engine {
             last_prune: Timestamp(i64::MIN),
             has_floors,
             has_blind,
-            blind: Vec::new(),
-            outages: Vec::new(),
+            watch: Vec::new(),
             last_blind_check: Timestamp(i64::MIN),
-            blind_due: Vec::new(),
             blind_next: i64::MAX,
             blind_rules,
             known_block_times: Vec::new(),
-            blind_plan: Vec::new(),
         }
     }
 
@@ -834,7 +894,9 @@ impl Engine {
         // New blind rules, or other block times: when a chain could next
         // be blind is worked out again.
         self.blind_rules = blind_rules(&self.rules);
-        self.blind_plan.clear();
+        for w in &mut self.watch {
+            w.plan = None;
+        }
         for c in 0..self.state.heads.len() {
             self.refresh_blind(c);
         }
@@ -1075,11 +1137,12 @@ impl Engine {
             EventKind::Admin(a) => self.on_admin(event.t, a, &mut found),
             EventKind::Head(h) => {
                 let c = self.state.chain_id(&h.chain);
-                self.state.head(c, h.block, event.t);
+                let mut earlier = self.state.head(c, h.block, event.t);
                 // A blind finding of an outage clears when an endpoint
                 // answers again, not with a head pushed meanwhile.
                 if self.blind_of(usize::from(c)) == Blind::SilentHead {
-                    set_blind(&mut self.blind, usize::from(c), Blind::Seen);
+                    earlier = true;
+                    set_blind(&mut self.watch, usize::from(c), Blind::Seen);
                     out.push(Output::Recovered(Recovery {
                         t: event.t,
                         kind: "blind".to_string(),
@@ -1087,7 +1150,10 @@ impl Engine {
                         summary: format!("{} has a new head again (block {})", h.chain, h.block),
                     }));
                 }
-                if self.has_blind {
+                // Otherwise the chain's due time only moved later: the one
+                // kept is early, which costs at most a check that finds
+                // nothing and works every due time out again.
+                if self.has_blind && earlier {
                     self.refresh_blind(usize::from(c));
                 }
             }
@@ -2009,7 +2075,7 @@ impl Engine {
             return;
         }
         self.check_blind_now(now, found);
-        for c in 0..self.state.heads.len().max(self.outages.len()) {
+        for c in 0..self.state.heads.len().max(self.watch.len()) {
             self.refresh_blind(c);
         }
     }
@@ -2027,18 +2093,18 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let c = usize::from(self.state.chain_id(chain));
-        if self.outages.len() <= c {
-            self.outages.resize(c + 1, None);
+        if self.watch.len() <= c {
+            self.watch.resize_with(c + 1, ChainWatch::default);
         }
         // A source repeats its outage each second: the first start stands.
-        let began = outage.is_some() && self.outages[c].is_none();
-        let ended = outage.is_none() && self.outages[c].is_some();
+        let began = outage.is_some() && self.watch[c].outage.is_none();
+        let ended = outage.is_none() && self.watch[c].outage.is_some();
         if !began && !ended {
             return;
         }
-        self.outages[c] = outage;
+        self.watch[c].outage = outage;
         if ended && self.blind_of(c) == Blind::Outage {
-            set_blind(&mut self.blind, c, Blind::Seen);
+            set_blind(&mut self.watch, c, Blind::Seen);
             out.push(Output::Recovered(Recovery {
                 t: now,
                 kind: "blind".to_string(),
@@ -2059,7 +2125,9 @@ impl Engine {
             Some((_, d)) => *d = block_time,
             None => self.known_block_times.push((chain.clone(), block_time)),
         }
-        self.blind_plan.clear();
+        for w in &mut self.watch {
+            w.plan = None;
+        }
         for c in 0..self.state.heads.len() {
             self.refresh_blind(c);
         }
@@ -2088,101 +2156,62 @@ impl Engine {
         }
     }
 
-    /// The first time at which [`Engine::check_blind_now`] could find
-    /// chain `c` blind (`i64::MIN`: any time). It fires once
-    /// `(now − last head) as f64 > k × expected`, which cannot hold while
-    /// `now − last head ≤ floor(k × expected)`: an integer at most a
-    /// representable one stays at most it as an `f64`.
-    fn blind_due(&self, c: usize) -> i64 {
-        let Some(plan) = self.blind_plan.get(c) else {
-            return i64::MAX;
-        };
-        if plan.is_empty() || self.blind_of(c) != Blind::Seen {
-            return i64::MAX;
-        }
-        let mut due = i64::MAX;
-        if let Some(Some((since, _))) = self.outages.get(c) {
-            for term in plan {
-                due = due.min(since.0.saturating_add(term.down_for));
-            }
-        }
-        let Some(track) = self.state.heads.get(c).filter(|t| t.last_t.0 != 0) else {
-            return due;
-        };
-        for term in plan {
-            let expected = match term.configured {
-                Some(ns) => ns,
-                None if track.interval_count() >= term.warmup_heads as usize => {
-                    track.median_interval() as f64
-                }
-                None => continue,
+    /// The terms of the blind rules that watch `chain`.
+    fn plan_blind(&self, chain: &Chain) -> SmallVec<[BlindTerm; 1]> {
+        let mut terms = SmallVec::new();
+        for rule in self
+            .blind_rules
+            .iter()
+            .filter_map(|&r| self.rules.rules.get(r))
+        {
+            let RuleKind::Blind(p) = &rule.kind else {
+                continue;
             };
-            if expected <= 0.0 {
+            if !rule.applies_to(chain) {
                 continue;
             }
-            let limit = (term.k * expected).floor();
-            let at = if (0.0..1e18).contains(&limit) {
-                track.last_t.0.checked_add(limit as i64 + 1)
-            } else {
-                None
-            };
-            due = due.min(at.unwrap_or(i64::MIN));
-        }
-        due
-    }
-
-    /// Works out the blind terms of every chain not planned yet (all of
-    /// them after a reload or a new known block time).
-    fn plan_blind(&mut self) {
-        for c in self.blind_plan.len()..self.state.chains.len() {
-            let chain = &self.state.chains[c];
-            let mut terms = Vec::new();
-            for rule in self
-                .blind_rules
+            let configured = p
+                .block_times
                 .iter()
-                .filter_map(|&r| self.rules.rules.get(r))
-            {
-                let RuleKind::Blind(p) = &rule.kind else {
-                    continue;
-                };
-                if !rule.applies_to(chain) {
-                    continue;
-                }
-                let configured = p
-                    .block_times
-                    .iter()
-                    .chain(&self.known_block_times)
-                    .find(|(ch, _)| ch == chain)
-                    .map(|(_, d)| d.as_nanos() as f64);
-                terms.push(BlindTerm {
-                    k: p.k,
-                    configured,
-                    warmup_heads: p.warmup_heads,
-                    down_for: i64::try_from(p.endpoints_down_for.as_nanos()).unwrap_or(i64::MAX),
-                });
-            }
-            self.blind_plan.push(terms);
+                .chain(&self.known_block_times)
+                .find(|(ch, _)| ch == chain)
+                .map(|(_, d)| d.as_nanos() as f64);
+            terms.push(BlindTerm {
+                k: p.k,
+                configured,
+                warmup_heads: p.warmup_heads,
+                down_for: i64::try_from(p.endpoints_down_for.as_nanos()).unwrap_or(i64::MAX),
+            });
         }
+        terms
     }
 
     fn blind_of(&self, c: usize) -> Blind {
-        self.blind.get(c).copied().unwrap_or_default()
+        self.watch.get(c).map_or(Blind::Seen, |w| w.blind)
     }
 
-    /// Recomputes when chain `c` could next be found blind.
+    /// Recomputes when chain `c` could next be found blind: on every head,
+    /// so it touches only the chain's own [`ChainWatch`].
     fn refresh_blind(&mut self, c: usize) {
-        if self.blind_plan.len() <= c {
-            self.plan_blind();
+        if self.watch.len() <= c {
+            self.watch.resize_with(c + 1, ChainWatch::default);
         }
-        if self.blind_due.len() <= c {
-            self.blind_due.resize(c + 1, i64::MAX);
+        if self.watch[c].plan.is_none() {
+            let plan = self
+                .state
+                .chains
+                .get(c)
+                .map(|chain| self.plan_blind(chain))
+                .unwrap_or_default();
+            self.watch[c].plan = Some(plan);
         }
-        let (old, new) = (self.blind_due[c], self.blind_due(c));
-        self.blind_due[c] = new;
+        let w = &mut self.watch[c];
+        let new = w.due(self.state.heads.get(c));
+        let old = std::mem::replace(&mut w.due, new);
         self.blind_next = if new <= self.blind_next {
             new
         } else if old == self.blind_next {
-            self.blind_due.iter().copied().min().unwrap_or(i64::MAX)
+            self.watch.iter().map(|w| w.due).min().unwrap_or(i64::MAX)
         } else {
             self.blind_next
         };
@@ -2193,8 +2222,10 @@ impl Engine {
             let RuleKind::Blind(p) = &rule.kind else {
                 continue;
             };
-            for (c, outage) in self.outages.iter().enumerate() {
-                let (Some((since, call)), Some(chain)) = (outage, self.state.chains.get(c)) else {
+            for c in 0..self.watch.len() {
+                let (Some((since, call)), Some(chain)) =
+                    (self.watch[c].outage.clone(), self.state.chains.get(c))
+                else {
                     continue;
                 };
                 let down =
@@ -2205,7 +2236,7 @@ impl Engine {
                 {
                     continue;
                 }
-                set_blind(&mut self.blind, c, Blind::Outage);
+                set_blind(&mut self.watch, c, Blind::Outage);
                 let summary = format!(
                     "{chain} is blind: every endpoint has failed for {:.0} s (limit {:.0} s), last on {call}",
                     down.as_secs_f64(),
@@ -2246,7 +2277,7 @@ impl Engine {
                 if expected <= 0.0 || silent <= p.k * expected {
                     continue;
                 }
-                set_blind(&mut self.blind, c, Blind::SilentHead);
+                set_blind(&mut self.watch, c, Blind::SilentHead);
                 let summary = format!(
                     "{chain} is blind: no new head for {:.0} s, {:.1} expected block times of {:.1} s (limit {})",
                     silent / 1e9,

@@ -549,20 +549,31 @@ impl State {
     }
 
     /// Records a head; a higher block moves the chain on.
-    pub(crate) fn head(&mut self, c: ChainId, block: u64, t: Timestamp) {
+    ///
+    /// Returns whether the chain could now be found blind earlier than
+    /// before this head: its first head, a head while fewer intervals than
+    /// the median takes are known, or a shorter median interval. Otherwise
+    /// a later head only moves that time later, and the blind check, which
+    /// works it out again whenever it runs, needs no telling.
+    pub(crate) fn head(&mut self, c: ChainId, block: u64, t: Timestamp) -> bool {
         let c = usize::from(c);
         if self.heads.len() <= c {
             self.heads.resize(c + 1, HeadTrack::default());
         }
         let h = &mut self.heads[c];
         if h.last_t.0 != 0 && block <= h.last_block {
-            return;
+            return false;
         }
-        if h.last_t.0 != 0 {
+        let earlier = if h.last_t.0 != 0 {
+            let (count, median) = (h.interval_count(), h.median_interval());
             h.push_interval(t.0.saturating_sub(h.last_t.0));
-        }
+            h.interval_count() != count || h.median_interval() < median
+        } else {
+            true
+        };
         h.last_block = block;
         h.last_t = t;
+        earlier
     }
 
     /// An asset's id, if it has one (never creates it).

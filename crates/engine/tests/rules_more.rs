@@ -486,6 +486,38 @@ fn blind_waits_for_warmup_or_a_configured_block_time() {
 }
 
 #[test]
+fn a_chain_that_speeds_up_is_found_blind_by_its_new_block_time() {
+    // 40 heads 12 s apart fill the median with 12 s; then 40 heads 2 s
+    // apart bring it down to 2 s. Silent after that, the chain is blind
+    // after 5 x 2 s, not 5 x 12 s: a head that shortens the median must
+    // bring the blind check forward.
+    let mut d = exchange(BLIND);
+    let mut t = 0;
+    for b in 0..40 {
+        t = b * 12;
+        d.at(t);
+        head(&mut d, "ethereum", b as u64);
+    }
+    for b in 40..80 {
+        t += 2;
+        d.at(t);
+        head(&mut d, "ethereum", b as u64);
+    }
+    for s in 1..=9 {
+        d.at(t + s).price("ETH", 2000.0);
+    }
+    assert!(d.findings().is_empty(), "9 s is under 5 x 2 s");
+    d.at(t + 11).price("ETH", 2000.0);
+    let f = d.findings_of("blind");
+    assert_eq!(f.len(), 1, "blind 11 s after the last head");
+    assert!(
+        f[0].summary.contains("expected block times of 2.0 s"),
+        "{}",
+        f[0].summary
+    );
+}
+
+#[test]
 fn a_source_block_time_beats_one_learned_from_a_fast_catch_up() {
     // A watcher catching up sends heads far faster than the chain makes
     // them (here a second apart for 12 s blocks): learned from them, the
