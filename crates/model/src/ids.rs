@@ -269,10 +269,15 @@ macro_rules! hex_id {
 /// string alone, and hashed by the [`key_hash`] of its string, made once:
 /// a map or set of addresses (a denylist, an allowlist) hashes one word
 /// per lookup instead of the string.
+///
+/// The bytes and hash come first, in the block's first cache line with the
+/// reference counts: the engine reads them for every record and the string
+/// only for a finding.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C)]
 struct HexRepr {
-    s: Text,
     raw: Ignored,
+    s: Text,
 }
 
 impl std::hash::Hash for HexRepr {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use drainguard_engine::{Engine, RuleSet};
 use drainguard_model::{Event, EventKind};
-use drainguard_sim::{generate, preset};
+use drainguard_sim::{ScenarioReader, ScenarioWriter, generate, preset};
 
 fn main() {
     let passes: usize = std::env::args()
@@ -21,13 +21,33 @@ fn main() {
         config.volume = v;
     }
     let records = generate(&config);
-    let events: Vec<Event> = records
-        .iter()
-        .map(|r| Event {
-            t: r.t,
-            kind: r.kind.clone(),
-        })
-        .collect();
+    // DECODED=1: the events as the scenario reader decodes them from the
+    // day's JSON Lines, each record with its own id blocks (the generator's
+    // records share one block between a transfer's stages).
+    let events: Vec<Event> = if std::env::var_os("DECODED").is_some() {
+        let mut w = ScenarioWriter::new(Vec::new());
+        for r in &records {
+            w.write(r).unwrap();
+        }
+        let text = w.finish().unwrap();
+        ScenarioReader::new(text.as_slice())
+            .map(|r| {
+                let r = r.unwrap();
+                Event {
+                    t: r.t,
+                    kind: r.kind,
+                }
+            })
+            .collect()
+    } else {
+        records
+            .iter()
+            .map(|r| Event {
+                t: r.t,
+                kind: r.kind.clone(),
+            })
+            .collect()
+    };
     let counted = events
         .iter()
         .filter(|e| matches!(e.kind, EventKind::Transfer(_) | EventKind::Intent(_)))
