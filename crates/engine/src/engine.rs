@@ -201,6 +201,8 @@ pub struct Engine {
     blind_next: i64,
     /// The indices of the blind rules.
     blind_rules: Vec<usize>,
+    /// Which rules each kind of event can concern.
+    index: RuleIndex,
     /// Block times the sources know from their configuration: used by the
     /// blind rules before a learned one (a catch-up after a restart sends
     /// heads milliseconds apart, which would teach a wrong block time).
@@ -460,6 +462,52 @@ fn window_evidence(
         ));
     }
     evidence
+}
+
+/// The rules each kind of event can concern, by index: an outflow or an
+/// intent goes through those alone, not every rule of the set (each rule
+/// passed over still cost a match per outflow).
+#[derive(Debug, Default)]
+struct RuleIndex {
+    /// Rules that judge outflows.
+    outflow: Vec<usize>,
+    /// `denylist` rules.
+    denylist: Vec<usize>,
+    /// `outflow_window` rules.
+    windows: Vec<usize>,
+    /// `new_destination` rules.
+    destinations: Vec<usize>,
+}
+
+impl RuleIndex {
+    fn of(rules: &RuleSet) -> RuleIndex {
+        let mut index = RuleIndex::default();
+        for (i, rule) in rules.rules.iter().enumerate() {
+            let judges_outflows = match &rule.kind {
+                RuleKind::UnmatchedOutflow(_)
+                | RuleKind::Baseline(_)
+                | RuleKind::BalanceDrain(_)
+                | RuleKind::Velocity(_) => true,
+                RuleKind::Denylist(_) => {
+                    index.denylist.push(i);
+                    true
+                }
+                RuleKind::OutflowWindow(_) => {
+                    index.windows.push(i);
+                    true
+                }
+                RuleKind::NewDestination(_) => {
+                    index.destinations.push(i);
+                    true
+                }
+                _ => false,
+            };
+            if judges_outflows {
+                index.outflow.push(i);
+            }
+        }
+        index
+    }
 }
 
 /// The indices of a rule set's blind rules.
@@ -784,6 +832,7 @@ impl Engine {
             .iter()
             .any(|r| matches!(r.kind, RuleKind::Blind(_)));
         let blind_rules = blind_rules(&rules);
+        let index = RuleIndex::of(&rules);
         let has_floors = rules
             .rules
             .iter()
@@ -812,6 +861,7 @@ impl Engine {
             last_blind_check: Timestamp(i64::MIN),
             blind_next: i64::MAX,
             blind_rules,
+            index,
             known_block_times: Vec::new(),
         }
     }
@@ -894,6 +944,7 @@ impl Engine {
         // New blind rules, or other block times: when a chain could next
         // be blind is worked out again.
         self.blind_rules = blind_rules(&self.rules);
+        self.index = RuleIndex::of(&self.rules);
         for w in &mut self.watch {
             w.plan = None;
         }
@@ -1385,7 +1436,10 @@ impl Engine {
             windows.push((wkey, w));
         }
 
-        for (idx, rule) in self.rules.rules.iter().enumerate() {
+        for &idx in &self.index.outflow {
+            let Some(rule) = self.rules.rules.get(idx) else {
+                continue;
+            };
             if !rule.applies_to(&tr.chain) {
                 continue;
             }
@@ -1890,7 +1944,12 @@ impl Engine {
                 ));
             }
         }
-        for rule in &self.rules.rules {
+        for rule in self
+            .index
+            .denylist
+            .iter()
+            .filter_map(|&r| self.rules.rules.get(r))
+        {
             if !rule.applies_to(&i.chain) {
                 continue;
             }
@@ -1904,7 +1963,12 @@ impl Engine {
         if p.window {
             // Would this withdrawal push a freezing share window over its
             // limit?
-            for (rule, rs) in self.rules.rules.iter().zip(&self.rule_state) {
+            for (rule, rs) in self
+                .index
+                .windows
+                .iter()
+                .filter_map(|&r| self.rules.rules.get(r).zip(self.rule_state.get(r)))
+            {
                 let (RuleKind::OutflowWindow(op), RuleState::Windows { spec, .. }) =
                     (&rule.kind, rs)
                 else {
@@ -1950,7 +2014,12 @@ impl Engine {
             }
         }
         if p.converging {
-            for (rule, rs) in self.rules.rules.iter().zip(&self.rule_state) {
+            for (rule, rs) in self
+                .index
+                .destinations
+                .iter()
+                .filter_map(|&r| self.rules.rules.get(r).zip(self.rule_state.get(r)))
+            {
                 let (RuleKind::NewDestination(np), RuleState::Destinations { fired, .. }) =
                     (&rule.kind, rs)
                 else {
