@@ -485,6 +485,9 @@ pub(crate) struct State {
     /// The same, summed over the hot wallets of a chain.
     pub(crate) chain_balances: FxHashMap<(ChainId, AssetId), Amount>,
     pub(crate) prices: Vec<Price>,
+    /// The same in nano-dollars, converted once per price rather than once
+    /// per transfer.
+    price_nanos: Vec<u128>,
     pub(crate) intents: IntentBook,
     /// Tracked transfers: key and index into `slab` and `refs`, found by a
     /// hash computed once per record (it is also the retired fingerprint).
@@ -544,6 +547,7 @@ impl State {
         let id = AssetId::try_from(self.assets.len()).unwrap_or(AssetId::MAX);
         self.assets.push(a.clone());
         self.prices.push(Price::default());
+        self.price_nanos.push(0);
         self.asset_ids.insert(a.clone(), id);
         id
     }
@@ -593,6 +597,7 @@ impl State {
     pub(crate) fn set_price(&mut self, a: &Asset, p: Price) {
         let id = self.asset_id(a);
         self.prices[usize::from(id)] = p;
+        self.price_nanos[usize::from(id)] = p.nano_dollars();
     }
 
     pub(crate) fn price(&self, a: AssetId) -> Price {
@@ -856,8 +861,18 @@ impl State {
             direction,
             amount: tr.amount,
             decimals: tr.decimals,
-            usd_micros: u64::try_from(Usd::of(tr.amount, tr.decimals, self.price(asset)).0)
-                .unwrap_or(u64::MAX),
+            usd_micros: u64::try_from(
+                Usd::of_nano(
+                    tr.amount,
+                    tr.decimals,
+                    self.price_nanos
+                        .get(usize::from(asset))
+                        .copied()
+                        .unwrap_or(0),
+                )
+                .0,
+            )
+            .unwrap_or(u64::MAX),
             counted: false,
             applied: false,
             judged: false,

@@ -239,7 +239,9 @@ const POW10: [u128; 39] = {
 };
 
 impl Price {
-    fn nano_u128(self) -> u128 {
+    /// The price in nano-dollars per whole unit, rounded; 0 for a price
+    /// that is not a positive finite number.
+    pub fn nano_dollars(self) -> u128 {
         if !self.0.is_finite() || self.0 <= 0.0 {
             return 0;
         }
@@ -262,7 +264,13 @@ impl Usd {
     /// The value of `amount` base units of an asset with `decimals`
     /// decimals at `price`, rounded down to the micro-dollar.
     pub fn of(amount: Amount, decimals: u8, price: Price) -> Usd {
-        let n = price.nano_u128();
+        Usd::of_nano(amount, decimals, price.nano_dollars())
+    }
+
+    /// [`Usd::of`] at a price already in nano-dollars
+    /// ([`Price::nano_dollars`]): for a caller valuing many amounts at one
+    /// price, which converts the price once.
+    pub fn of_nano(amount: Amount, decimals: u8, n: u128) -> Usd {
         if n == 0 || amount.is_zero() {
             return Usd::ZERO;
         }
@@ -465,7 +473,7 @@ mod tests {
             price in 1e-9f64..1e9,
         ) {
             let amount = Amount::from_base_units(units);
-            let nano = U256::from(Price(price).nano_u128());
+            let nano = U256::from(Price(price).nano_dollars());
             let exact = amount.0.checked_mul(nano).map(|p| {
                 p / U256::from(10u8).pow(U256::from(decimals)) / U256::from(1000u16)
             });
