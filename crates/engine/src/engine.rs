@@ -195,7 +195,9 @@ pub struct Engine {
     has_blind: bool,
     /// By chain, what the blind rules know of it.
     watch: Vec<ChainWatch>,
-    last_blind_check: Timestamp,
+    /// When the blind check may next run (about once a second of event
+    /// time): one comparison per event.
+    next_blind_check: i64,
     /// The earliest `due` of any chain: the check runs about once a
     /// second and nearly always finds nothing, so it is skipped until then.
     blind_next: i64,
@@ -858,7 +860,7 @@ impl Engine {
             has_floors,
             has_blind,
             watch: Vec::new(),
-            last_blind_check: Timestamp(i64::MIN),
+            next_blind_check: i64::MIN,
             blind_next: i64::MAX,
             blind_rules,
             index,
@@ -1209,7 +1211,7 @@ impl Engine {
                 }
             }
         }
-        if self.has_blind && event.t.0.saturating_sub(self.last_blind_check.0) >= 1_000_000_000 {
+        if self.has_blind && event.t.0 >= self.next_blind_check {
             self.check_blind(event.t, &mut found);
         }
         if !found.is_empty() {
@@ -2139,7 +2141,7 @@ impl Engine {
     /// A chain is blind when its head has not moved for k expected block
     /// times: one finding per outage, re-armed by the next head.
     fn check_blind(&mut self, now: Timestamp, found: &mut Vec<Pending>) {
-        self.last_blind_check = now;
+        self.next_blind_check = now.0.saturating_add(1_000_000_000);
         if now.0 < self.blind_next {
             return;
         }
