@@ -25,7 +25,6 @@ pub(crate) struct AddrTable {
     starts: Vec<u32>,
     lens: Vec<u8>,
     table: HashTable<u32>,
-    scratch: Vec<u8>,
 }
 
 fn slice<'a>(chunks: &'a [Vec<u8>], starts: &[u32], lens: &[u8], id: u32) -> &'a [u8] {
@@ -34,29 +33,19 @@ fn slice<'a>(chunks: &'a [Vec<u8>], starts: &[u32], lens: &[u8], id: u32) -> &'a
     &chunks[c][off..off + len]
 }
 
-/// The 20 bytes of a lowercase `0x` + 40-hex address, with tag 1 in
-/// front: the compact encoding of nearly every address the engine sees,
-/// decoded on the stack.
-fn encode_evm(a: &Address) -> Option<[u8; 21]> {
-    // Decoded when the address was made (lowercase `0x` + 40 hex only).
-    let Raw::Hex20(bytes) = a.raw() else {
-        return None;
-    };
-    let mut out = [0u8; 21];
-    out[0] = 1;
-    out[1..].copy_from_slice(&bytes);
-    Some(out)
-}
-
-/// The compact encoding of any other address: tag 0 and the string's
-/// bytes.
-fn encode_other(s: &str, out: &mut Vec<u8>) {
-    let b = s.as_bytes();
-    out.clear();
-    out.push(0);
-    // Longer than any real address: keep a prefix, consistently, so the
-    // length fits the table's one-byte field.
-    out.extend_from_slice(&b[..b.len().min(ADDRESS_TEXT_MAX)]);
+/// An address's compact form, as a tag and the bytes after it: tag 1 and
+/// the 20 bytes of a lowercase `0x` + 40-hex address (decoded when the
+/// address was made), or tag 0 and the string, for any other (longer than
+/// any real address: a prefix, consistently, so the length fits the
+/// table's one-byte field). Borrowed from the address: a lookup copies
+/// nothing.
+fn compact(a: &Address, evm: &mut [u8; 20]) -> (u8, usize) {
+    if let Raw::Hex20(bytes) = a.raw() {
+        *evm = bytes;
+        (1, 20)
+    } else {
+        (0, a.as_str().len().min(ADDRESS_TEXT_MAX))
+    }
 }
 
 /// Hashes an encoded address as the address hashed itself when it was
@@ -73,55 +62,55 @@ impl AddrTable {
         slice(&self.chunks, &self.starts, &self.lens, id)
     }
 
-    /// Looks an encoded address up by the hash its address carries.
-    fn find(&self, h: u64, encoded: &[u8]) -> Option<u32> {
-        self.table.find(h, |&id| self.bytes(id) == encoded).copied()
+    /// Looks a compact form up by the hash its address carries.
+    fn find(&self, h: u64, tag: u8, body: &[u8]) -> Option<u32> {
+        self.table
+            .find(h, |&id| {
+                self.bytes(id)
+                    .split_first()
+                    .is_some_and(|(&t, rest)| t == tag && rest == body)
+            })
+            .copied()
     }
 
     /// The id of an address, if it has been interned.
-    pub(crate) fn get(&mut self, a: &Address) -> Option<AddrId> {
-        if let Some(evm) = encode_evm(a) {
-            return self.find(a.key_hash(), &evm).map(AddrId);
-        }
-        let mut scratch = std::mem::take(&mut self.scratch);
-        encode_other(a.as_str(), &mut scratch);
-        let found = self.find(a.key_hash(), &scratch);
-        self.scratch = scratch;
-        found.map(AddrId)
+    pub(crate) fn get(&self, a: &Address) -> Option<AddrId> {
+        let mut evm = [0u8; 20];
+        let (tag, len) = compact(a, &mut evm);
+        let body = if tag == 1 {
+            &evm[..]
+        } else {
+            &a.as_str().as_bytes()[..len]
+        };
+        self.find(a.key_hash(), tag, body).map(AddrId)
     }
 
     /// The id of an address, interning it if new. The second value says
     /// whether it was new.
     pub(crate) fn intern(&mut self, a: &Address) -> (AddrId, bool) {
-        if let Some(evm) = encode_evm(a) {
-            return self.intern_encoded(a.key_hash(), &evm);
-        }
-        let mut scratch = std::mem::take(&mut self.scratch);
-        encode_other(a.as_str(), &mut scratch);
-        let found = self.intern_encoded(a.key_hash(), &scratch);
-        self.scratch = scratch;
-        found
-    }
-
-    fn intern_encoded(&mut self, h: u64, stored: &[u8]) -> (AddrId, bool) {
-        if let Some(id) = self.find(h, stored) {
+        let mut evm = [0u8; 20];
+        let (tag, len) = compact(a, &mut evm);
+        let body = if tag == 1 {
+            &evm[..]
+        } else {
+            &a.as_str().as_bytes()[..len]
+        };
+        let h = a.key_hash();
+        if let Some(id) = self.find(h, tag, body) {
             return (AddrId(id), false);
         }
         let id = u32::try_from(self.starts.len()).unwrap_or(u32::MAX);
-        if self
-            .chunks
-            .last()
-            .is_none_or(|c| c.len() + stored.len() > CHUNK)
-        {
+        let stored = 1 + body.len();
+        if self.chunks.last().is_none_or(|c| c.len() + stored > CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         let c = self.chunks.len() - 1;
         let chunk = &mut self.chunks[c];
         let start = c * CHUNK + chunk.len();
-        chunk.extend_from_slice(stored);
+        chunk.push(tag);
+        chunk.extend_from_slice(body);
         self.starts.push(u32::try_from(start).unwrap_or(u32::MAX));
-        self.lens
-            .push(u8::try_from(stored.len()).unwrap_or(u8::MAX));
+        self.lens.push(u8::try_from(stored).unwrap_or(u8::MAX));
         let (chunks, starts, lens) = (&self.chunks, &self.starts, &self.lens);
         self.table.insert_unique(h, id, |&other| {
             hash_encoded(slice(chunks, starts, lens, other))
