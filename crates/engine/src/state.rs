@@ -200,7 +200,12 @@ impl HeadTrack {
         let sorted = &mut self.sorted;
         if n == HEAD_INTERVALS {
             let old = std::mem::replace(&mut self.ring[self.ring_at], dt);
-            self.ring_at = (self.ring_at + 1) % HEAD_INTERVALS;
+            // A wrap, not a remainder: a division on every head.
+            self.ring_at = if self.ring_at + 1 == HEAD_INTERVALS {
+                0
+            } else {
+                self.ring_at + 1
+            };
             // Replace the oldest value in place and bubble the new one to
             // its position: at most 31 moves, no call.
             let mut at = sorted[..n].partition_point(|&x| x < old);
@@ -214,7 +219,8 @@ impl HeadTrack {
                 at += 1;
             }
         } else {
-            self.ring[(self.ring_at + n) % HEAD_INTERVALS] = dt;
+            // Filling: the oldest is still at 0, so this is slot n.
+            self.ring[n] = dt;
             let mut at = n;
             sorted[at] = dt;
             while at > 0 && sorted[at - 1] > sorted[at] {
@@ -396,12 +402,36 @@ pub(crate) struct TxKey {
     hash: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum TxBytes {
     Prefixed([u8; 32]),
     Bare([u8; 32]),
     Text(TxHash),
 }
+
+/// 32 bytes compared as four words, inline: every record's lookup ends in
+/// this comparison, and a call comparing bytes costs more than it does.
+fn same32(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let word = |x: &[u8; 32], i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&x[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(w)
+    };
+    (0..4).fold(0u64, |d, i| d | (word(a, i) ^ word(b, i))) == 0
+}
+
+impl PartialEq for TxBytes {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (TxBytes::Prefixed(a), TxBytes::Prefixed(b)) | (TxBytes::Bare(a), TxBytes::Bare(b)) => {
+                same32(a, b)
+            }
+            (TxBytes::Text(a), TxBytes::Text(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+impl Eq for TxBytes {}
 
 impl PartialEq for TxKey {
     fn eq(&self, other: &Self) -> bool {
@@ -475,6 +505,10 @@ fn position<T>(list: &[T], x: &T, as_str: fn(&T) -> &str) -> Option<usize> {
 pub(crate) struct State {
     pub(crate) chains: Vec<Chain>,
     chain_ids: FxHashMap<Chain, ChainId>,
+    /// The chain and asset last found by the string they share with
+    /// `chains` and `assets` (held there, so it cannot be another's).
+    last_chain: usize,
+    last_asset: usize,
     pub(crate) assets: Vec<Asset>,
     asset_ids: FxHashMap<Asset, AssetId>,
     pub(crate) addrs: AddrTable,
@@ -523,8 +557,15 @@ impl State {
         // A handful of chains: a scan beats hashing the name, and readers
         // share one string per name, so comparing pointers nearly always
         // settles it.
+        // Records of one chain tend to come together: its last match first.
+        if let Some(last) = self.chains.get(self.last_chain)
+            && std::ptr::eq(last.as_str(), c.as_str())
+        {
+            return self.last_chain as ChainId;
+        }
         if self.chains.len() <= 16 {
             if let Some(i) = position(&self.chains, c, Chain::as_str) {
+                self.last_chain = i;
                 return i as ChainId;
             }
         } else if let Some(&id) = self.chain_ids.get(c) {
@@ -537,8 +578,14 @@ impl State {
     }
 
     pub(crate) fn asset_id(&mut self, a: &Asset) -> AssetId {
+        if let Some(last) = self.assets.get(self.last_asset)
+            && std::ptr::eq(last.as_str(), a.as_str())
+        {
+            return self.last_asset as AssetId;
+        }
         if self.assets.len() <= 16 {
             if let Some(i) = position(&self.assets, a, Asset::as_str) {
+                self.last_asset = i;
                 return i as AssetId;
             }
         } else if let Some(&id) = self.asset_ids.get(a) {
@@ -1063,6 +1110,22 @@ mod tests {
                 prop_assert_eq!(h.median_interval(), last[last.len() / 2]);
             }
         }
+    }
+
+    #[test]
+    fn hash_bytes_differing_anywhere_are_different() {
+        let a = [7u8; 32];
+        assert!(same32(&a, &a));
+        for i in 0..32 {
+            let mut b = a;
+            b[i] ^= 1;
+            assert!(!same32(&a, &b), "byte {i}");
+        }
+        let (p, bare) = (TxBytes::Prefixed(a), TxBytes::Bare(a));
+        assert!(
+            p == TxBytes::Prefixed(a) && p != bare,
+            "the spellings stay apart"
+        );
     }
 
     #[test]
