@@ -505,10 +505,6 @@ fn position<T>(list: &[T], x: &T, as_str: fn(&T) -> &str) -> Option<usize> {
 pub(crate) struct State {
     pub(crate) chains: Vec<Chain>,
     chain_ids: FxHashMap<Chain, ChainId>,
-    /// The chain and asset last found by the string they share with
-    /// `chains` and `assets` (held there, so it cannot be another's).
-    last_chain: usize,
-    last_asset: usize,
     pub(crate) assets: Vec<Asset>,
     asset_ids: FxHashMap<Asset, AssetId>,
     pub(crate) addrs: AddrTable,
@@ -557,15 +553,8 @@ impl State {
         // A handful of chains: a scan beats hashing the name, and readers
         // share one string per name, so comparing pointers nearly always
         // settles it.
-        // Records of one chain tend to come together: its last match first.
-        if let Some(last) = self.chains.get(self.last_chain)
-            && std::ptr::eq(last.as_str(), c.as_str())
-        {
-            return self.last_chain as ChainId;
-        }
         if self.chains.len() <= 16 {
             if let Some(i) = position(&self.chains, c, Chain::as_str) {
-                self.last_chain = i;
                 return i as ChainId;
             }
         } else if let Some(&id) = self.chain_ids.get(c) {
@@ -578,14 +567,8 @@ impl State {
     }
 
     pub(crate) fn asset_id(&mut self, a: &Asset) -> AssetId {
-        if let Some(last) = self.assets.get(self.last_asset)
-            && std::ptr::eq(last.as_str(), a.as_str())
-        {
-            return self.last_asset as AssetId;
-        }
         if self.assets.len() <= 16 {
             if let Some(i) = position(&self.assets, a, Asset::as_str) {
-                self.last_asset = i;
                 return i as AssetId;
             }
         } else if let Some(&id) = self.asset_ids.get(a) {
