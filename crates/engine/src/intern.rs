@@ -39,12 +39,13 @@ fn slice<'a>(chunks: &'a [Vec<u8>], starts: &[u32], lens: &[u8], id: u32) -> &'a
 /// any real address: a prefix, consistently, so the length fits the
 /// table's one-byte field). Borrowed from the address: a lookup copies
 /// nothing.
-fn compact(a: &Address, evm: &mut [u8; 20]) -> (u8, usize) {
+fn compact<'a>(a: &'a Address, evm: &'a mut [u8; 20]) -> (u8, &'a [u8]) {
     if let Raw::Hex20(bytes) = a.raw() {
         *evm = bytes;
-        (1, 20)
+        (1, &evm[..])
     } else {
-        (0, a.as_str().len().min(ADDRESS_TEXT_MAX))
+        let s = a.as_str().as_bytes();
+        (0, &s[..s.len().min(ADDRESS_TEXT_MAX)])
     }
 }
 
@@ -76,12 +77,7 @@ impl AddrTable {
     /// The id of an address, if it has been interned.
     pub(crate) fn get(&self, a: &Address) -> Option<AddrId> {
         let mut evm = [0u8; 20];
-        let (tag, len) = compact(a, &mut evm);
-        let body = if tag == 1 {
-            &evm[..]
-        } else {
-            &a.as_str().as_bytes()[..len]
-        };
+        let (tag, body) = compact(a, &mut evm);
         self.find(a.key_hash(), tag, body).map(AddrId)
     }
 
@@ -89,12 +85,7 @@ impl AddrTable {
     /// whether it was new.
     pub(crate) fn intern(&mut self, a: &Address) -> (AddrId, bool) {
         let mut evm = [0u8; 20];
-        let (tag, len) = compact(a, &mut evm);
-        let body = if tag == 1 {
-            &evm[..]
-        } else {
-            &a.as_str().as_bytes()[..len]
-        };
+        let (tag, body) = compact(a, &mut evm);
         let h = a.key_hash();
         if let Some(id) = self.find(h, tag, body) {
             return (AddrId(id), false);
