@@ -220,8 +220,9 @@ struct ChainWatch {
     /// Since when every endpoint of its source has failed and on which
     /// call, as the source last said.
     outage: Option<(Timestamp, String)>,
-    /// The first time a blind check could fire here (see
-    /// [`Engine::refresh_blind`]; `i64::MIN`: any time).
+    /// No blind check can fire here before this time (`i64::MIN`: any
+    /// time). It may be early: a head that can only move it later leaves
+    /// it, and the check, finding nothing, works it out again.
     due: i64,
     /// Each blind rule watching it, worked out once per chain, rule set
     /// and known block time (`None`: not yet).
