@@ -402,36 +402,12 @@ pub(crate) struct TxKey {
     hash: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum TxBytes {
     Prefixed([u8; 32]),
     Bare([u8; 32]),
     Text(TxHash),
 }
-
-/// 32 bytes compared as four words, inline: every record's lookup ends in
-/// this comparison, and a call comparing bytes costs more than it does.
-fn same32(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let word = |x: &[u8; 32], i: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&x[i * 8..i * 8 + 8]);
-        u64::from_le_bytes(w)
-    };
-    (0..4).fold(0u64, |d, i| d | (word(a, i) ^ word(b, i))) == 0
-}
-
-impl PartialEq for TxBytes {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (TxBytes::Prefixed(a), TxBytes::Prefixed(b)) | (TxBytes::Bare(a), TxBytes::Bare(b)) => {
-                same32(a, b)
-            }
-            (TxBytes::Text(a), TxBytes::Text(b)) => a == b,
-            _ => false,
-        }
-    }
-}
-impl Eq for TxBytes {}
 
 impl PartialEq for TxKey {
     fn eq(&self, other: &Self) -> bool {
@@ -1093,22 +1069,6 @@ mod tests {
                 prop_assert_eq!(h.median_interval(), last[last.len() / 2]);
             }
         }
-    }
-
-    #[test]
-    fn hash_bytes_differing_anywhere_are_different() {
-        let a = [7u8; 32];
-        assert!(same32(&a, &a));
-        for i in 0..32 {
-            let mut b = a;
-            b[i] ^= 1;
-            assert!(!same32(&a, &b), "byte {i}");
-        }
-        let (p, bare) = (TxBytes::Prefixed(a), TxBytes::Bare(a));
-        assert!(
-            p == TxBytes::Prefixed(a) && p != bare,
-            "the spellings stay apart"
-        );
     }
 
     #[test]
