@@ -263,12 +263,8 @@ impl ChainWatch {
             return due;
         };
         for term in plan {
-            let expected = match term.configured {
-                Some(ns) => ns,
-                None if track.interval_count() >= term.warmup_heads as usize => {
-                    track.median_interval() as f64
-                }
-                None => continue,
+            let Some(expected) = term.expected(track) else {
+                continue;
             };
             if expected <= 0.0 {
                 continue;
@@ -295,6 +291,38 @@ struct BlindTerm {
     warmup_heads: u32,
     /// `endpoints_down_for` in nanoseconds.
     down_for: i64,
+}
+
+impl BlindTerm {
+    /// A blind rule's terms for `chain`: its expected block time is the
+    /// rule's own for the chain, else the one its source is configured
+    /// with (`known`), else learned from the heads.
+    fn of(p: &BlindParams, known: &[(Chain, std::time::Duration)], chain: &Chain) -> BlindTerm {
+        let configured = p
+            .block_times
+            .iter()
+            .chain(known)
+            .find(|(ch, _)| ch == chain)
+            .map(|(_, d)| d.as_nanos() as f64);
+        BlindTerm {
+            k: p.k,
+            configured,
+            warmup_heads: p.warmup_heads,
+            down_for: i64::try_from(p.endpoints_down_for.as_nanos()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The expected block time in nanoseconds: configured, else the median
+    /// of the last heads once `warmup_heads` are known.
+    fn expected(&self, track: &HeadTrack) -> Option<f64> {
+        match self.configured {
+            Some(ns) => Some(ns),
+            None if track.interval_count() >= self.warmup_heads as usize => {
+                Some(track.median_interval() as f64)
+            }
+            None => None,
+        }
+    }
 }
 
 /// The pre-signing verdict on one withdrawal intent.
@@ -2205,29 +2233,6 @@ impl Engine {
         }
     }
 
-    /// The expected block time of a chain for a blind rule, in
-    /// nanoseconds: the rule's, else the source's, else learned once
-    /// enough heads are seen.
-    fn blind_expected(
-        p: &BlindParams,
-        known: &[(Chain, std::time::Duration)],
-        chain: &Chain,
-        track: &HeadTrack,
-    ) -> Option<f64> {
-        let configured = p
-            .block_times
-            .iter()
-            .chain(known)
-            .find(|(ch, _)| ch == chain);
-        match configured {
-            Some((_, d)) => Some(d.as_nanos() as f64),
-            None if track.interval_count() >= p.warmup_heads as usize => {
-                Some(track.median_interval() as f64)
-            }
-            None => None,
-        }
-    }
-
     /// The terms of the blind rules that watch `chain`.
     fn plan_blind(&self, chain: &Chain) -> SmallVec<[BlindTerm; 1]> {
         let mut terms = SmallVec::new();
@@ -2242,18 +2247,7 @@ impl Engine {
             if !rule.applies_to(chain) {
                 continue;
             }
-            let configured = p
-                .block_times
-                .iter()
-                .chain(&self.known_block_times)
-                .find(|(ch, _)| ch == chain)
-                .map(|(_, d)| d.as_nanos() as f64);
-            terms.push(BlindTerm {
-                k: p.k,
-                configured,
-                warmup_heads: p.warmup_heads,
-                down_for: i64::try_from(p.endpoints_down_for.as_nanos()).unwrap_or(i64::MAX),
-            });
+            terms.push(BlindTerm::of(p, &self.known_block_times, chain));
         }
         terms
     }
@@ -2341,7 +2335,8 @@ impl Engine {
                 {
                     continue;
                 }
-                let Some(expected) = Self::blind_expected(p, &self.known_block_times, chain, track)
+                let Some(expected) =
+                    BlindTerm::of(p, &self.known_block_times, chain).expected(track)
                 else {
                     continue;
                 };

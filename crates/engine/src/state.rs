@@ -685,20 +685,32 @@ impl State {
 
     fn put_balance(&mut self, w: WalletIdx, asset: AssetId, amount: Amount, decimals: u8) {
         let old = self.balances.insert((w, asset), (amount, decimals));
-        let wallet = &mut self.wallets[w as usize];
-        if old.is_none() {
+        if old.is_none()
+            && let Some(wallet) = self.wallets.get_mut(w as usize)
+        {
             wallet.assets.push(asset);
         }
-        if wallet.role == WalletRole::Hot {
-            let total = self
-                .chain_balances
-                .entry((wallet.chain, asset))
-                .or_default();
-            if let Some((prev, _)) = old {
-                *total = total.saturating_sub(prev);
-            }
-            *total = total.saturating_add(amount);
+        self.move_chain_total(w, asset, old.map(|(prev, _)| prev), amount);
+    }
+
+    /// Keeps a chain's hot-wallet total of an asset in step with one hot
+    /// wallet's balance going from `old` (none: unknown until now) to
+    /// `new`.
+    fn move_chain_total(&mut self, w: WalletIdx, asset: AssetId, old: Option<Amount>, new: Amount) {
+        let Some(wallet) = self.wallets.get(w as usize) else {
+            return;
+        };
+        if wallet.role != WalletRole::Hot {
+            return;
         }
+        let total = self
+            .chain_balances
+            .entry((wallet.chain, asset))
+            .or_default();
+        if let Some(prev) = old {
+            *total = total.saturating_sub(prev);
+        }
+        *total = total.saturating_add(new);
     }
 
     pub(crate) fn set_balance(&mut self, b: &BalanceObs) {
@@ -730,15 +742,7 @@ impl State {
                 old.saturating_add(s.amount)
             };
             *bal = new;
-            if let Some(wallet) = self.wallets.get(w as usize)
-                && wallet.role == WalletRole::Hot
-            {
-                let total = self
-                    .chain_balances
-                    .entry((wallet.chain, s.asset))
-                    .or_default();
-                *total = total.saturating_sub(old).saturating_add(new);
-            }
+            self.move_chain_total(w, s.asset, Some(old), new);
         }
     }
 

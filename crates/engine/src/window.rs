@@ -141,7 +141,6 @@ impl SlidingWindow {
         self.length
     }
 
-    /// Whether nothing is stored (live or dead).
     /// The tags and values of the live entries, oldest first.
     pub fn live(&self) -> impl DoubleEndedIterator<Item = (u32, u128)> + '_ {
         self.entries
@@ -150,6 +149,7 @@ impl SlidingWindow {
             .map(|e| (e.tag, e.value))
     }
 
+    /// Whether nothing is stored (live or dead).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

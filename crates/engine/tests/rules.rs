@@ -536,19 +536,7 @@ fn balances_follow_included_and_retracted_transfers() {
 
 #[test]
 fn a_window_finding_lists_the_last_transactions_in_its_window() {
-    let mut d = exchange(
-        r#"
-[[rule]]
-id = "velocity"
-kind = "velocity"
-scope = "wallet"
-severity = "warning"
-action = "alert"
-[rule.params]
-window = "10m"
-max_count = 149
-"#,
-    );
+    let mut d = exchange(&VELOCITY.replace("max_count = 3", "max_count = 149"));
     // 150 withdrawals with full 32-byte hashes, one a second.
     let hash = |n: usize| format!("0x{n:064x}");
     for n in 1..=150 {
