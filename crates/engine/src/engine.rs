@@ -472,11 +472,14 @@ fn window_evidence(
     subject: &Subject,
     figures: &mut Vec<(String, String)>,
 ) -> Vec<Evidence> {
-    let total = w.live().count();
+    // Walked from the newest end: a busy window holds thousands of
+    // entries, and only the last few are listed.
+    let total = usize::try_from(w.count()).unwrap_or(usize::MAX);
     let skip = total.saturating_sub(MAX_WINDOW_EVIDENCE);
-    let evidence: Vec<Evidence> = w
+    let mut evidence: Vec<Evidence> = w
         .live()
-        .skip(skip)
+        .rev()
+        .take(MAX_WINDOW_EVIDENCE)
         .filter_map(|(slot, _)| {
             if slot == current {
                 Some(subject.evidence.clone())
@@ -485,6 +488,7 @@ fn window_evidence(
             }
         })
         .collect();
+    evidence.reverse();
     figures.push(("transactions_in_window".to_string(), total.to_string()));
     if skip > 0 {
         figures.push((
@@ -979,9 +983,7 @@ impl Engine {
         for w in &mut self.watch {
             w.plan = None;
         }
-        for c in 0..self.state.heads.len() {
-            self.refresh_blind(c);
-        }
+        self.refresh_all_blind();
         let now = self.now;
         for (rule, rs) in self.rules.rules.iter().zip(self.rule_state.iter_mut()) {
             match rs {
@@ -2174,7 +2176,20 @@ impl Engine {
         if now.0 < self.blind_next {
             return;
         }
+        // The due times kept may be early (heads since only moved them
+        // later): worked out again first, the whole check runs only once
+        // one of them has truly come.
+        self.refresh_all_blind();
+        if now.0 < self.blind_next {
+            return;
+        }
         self.check_blind_now(now, found);
+        self.refresh_all_blind();
+    }
+
+    /// Works every chain's due time out again: chains with heads, and
+    /// chains known only from an outage.
+    fn refresh_all_blind(&mut self) {
         for c in 0..self.state.heads.len().max(self.watch.len()) {
             self.refresh_blind(c);
         }
@@ -2228,9 +2243,7 @@ impl Engine {
         for w in &mut self.watch {
             w.plan = None;
         }
-        for c in 0..self.state.heads.len() {
-            self.refresh_blind(c);
-        }
+        self.refresh_all_blind();
     }
 
     /// The terms of the blind rules that watch `chain`.

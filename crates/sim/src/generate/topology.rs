@@ -373,6 +373,16 @@ impl Topology {
                 pool,
             });
         }
+        // One shared string per asset name, for chains and prices alike,
+        // as the scenario reader gives them.
+        let price_assets: Vec<Asset> = PRICES.iter().map(|p| Asset::new(p.symbol)).collect();
+        let asset = |symbol: &str| {
+            price_assets
+                .iter()
+                .find(|a| a.as_str() == symbol)
+                .cloned()
+                .unwrap_or_else(|| Asset::new(symbol))
+        };
         let chains = CHAINS
             .iter()
             .enumerate()
@@ -387,7 +397,7 @@ impl Topology {
                 ChainRt {
                     def,
                     id: Chain::new(def.name),
-                    assets: def.assets.iter().map(|a| Asset::new(a.symbol)).collect(),
+                    assets: def.assets.iter().map(|a| asset(a.symbol)).collect(),
                     tokens: def
                         .assets
                         .iter()
@@ -401,7 +411,7 @@ impl Topology {
         Topology {
             chains,
             wallets,
-            price_assets: PRICES.iter().map(|p| Asset::new(p.symbol)).collect(),
+            price_assets,
         }
     }
 }
