@@ -132,6 +132,11 @@ struct Spec {
 struct SpecState {
     spec: Spec,
     windows: FxHashMap<WindowKey, SlidingWindow>,
+    /// Whether a rule measures these windows against a balance, which
+    /// needs the part of each window already in a block (its applied
+    /// sum). Other windows are not told when a transfer is included: a
+    /// lookup saved per window on every transfer in a block.
+    applied: bool,
 }
 
 /// The rule id of pre-signing holds in findings and freezes.
@@ -566,9 +571,13 @@ fn rule_states(rules: &RuleSet) -> (Vec<RuleState>, Vec<SpecState>) {
                         specs.push(SpecState {
                             spec,
                             windows: FxHashMap::default(),
+                            applied: false,
                         });
                         specs.len() - 1
                     });
+                if let (RuleKind::OutflowWindow(p), Some(ss)) = (&rule.kind, specs.get_mut(idx)) {
+                    ss.applied |= p.max_share_bps.is_some();
+                }
                 let spec = u16::try_from(idx).unwrap_or(u16::MAX);
                 if matches!(rule.kind, RuleKind::Baseline(_)) {
                     RuleState::Baseline {
@@ -950,7 +959,9 @@ impl Engine {
                     .entry(key_of(&ss.spec, &s, from))
                     .or_insert_with(|| SlidingWindow::new(len));
                 let seq = w.push(s.first_seen, value, i);
-                w.set_applied(seq, s.applied);
+                if ss.applied {
+                    w.set_applied(seq, s.applied);
+                }
                 refs.push(WindowRef::new(u16::try_from(slot).unwrap_or(u16::MAX), seq));
             }
             for (idx, (rule, rs)) in self
@@ -1344,7 +1355,9 @@ impl Engine {
             if r.slot & DEST != 0 {
                 continue;
             }
-            if let Some(ss) = self.specs.get_mut(usize::from(r.slot)) {
+            if let Some(ss) = self.specs.get_mut(usize::from(r.slot))
+                && ss.applied
+            {
                 let wkey = key_of(&ss.spec, &s, from);
                 if let Some(w) = ss.windows.get_mut(&wkey) {
                     w.set_applied(r.seq(), applied);

@@ -5,7 +5,6 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    hash::BuildHasher,
     time::Duration,
 };
 
@@ -472,6 +471,19 @@ impl TxKey {
 
 type TransferMapKey = (ChainId, TxKey, u32);
 
+/// The hash of a transfer's key: its transaction hash's keyed hash (made
+/// once, with the process's random seed) mixed with the chain and index
+/// by one multiplication, not a hasher fed field by field. Distinct
+/// (chain, index) pairs of one transaction stay apart: the mix is one to
+/// one for a given transaction hash.
+fn transfer_hash(key: &TransferMapKey) -> u64 {
+    let (chain, tx, index) = key;
+    let low = u64::from(*chain) << 32 | u64::from(*index);
+    (tx.hash ^ low)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(26)
+}
+
 /// How many chains or assets are told apart by scanning rather than
 /// hashing their names.
 const SCAN: usize = 16;
@@ -508,7 +520,6 @@ pub(crate) struct State {
     /// Tracked transfers: key and index into `slab` and `refs`, found by a
     /// hash computed once per record (it is also the retired fingerprint).
     transfers: HashTable<(TransferMapKey, u32)>,
-    transfer_hasher: foldhash::fast::RandomState,
     /// Transfer states, addressed by index so the hot path hashes a key
     /// once per record.
     pub(crate) slab: Vec<TransferState>,
@@ -861,7 +872,7 @@ impl State {
     pub(crate) fn track(&mut self, t: Timestamp, tr: &Transfer) -> Option<(u32, TxKey)> {
         let chain = self.chain_id(&tr.chain);
         let key = (chain, TxKey::of(&tr.tx_hash), tr.index);
-        let h = self.transfer_hasher.hash_one(&key);
+        let h = transfer_hash(&key);
         if let Some((_, i)) = self.transfers.find(h, |(k, _)| *k == key) {
             return Some((*i, key.1));
         }
@@ -956,10 +967,9 @@ impl State {
                     .count();
             self.by_age.insert(at, i);
         }
-        let hasher = &self.transfer_hasher;
         let tx = key.1.clone();
         self.transfers
-            .insert_unique(h, (key, i), |(k, _)| hasher.hash_one(k));
+            .insert_unique(h, (key, i), |(k, _)| transfer_hash(k));
         Some((i, tx))
     }
 
