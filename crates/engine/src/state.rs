@@ -3,10 +3,7 @@
 //! balances; prices; open withdrawal intents; the transfers still being
 //! tracked; and what each wallet has paid before.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    time::Duration,
-};
+use std::{collections::VecDeque, time::Duration};
 
 use drainguard_model::{
     Address, Amount, Asset, BalanceObs, Chain, Evidence, Intent, Price, Raw, Stage, Timestamp,
@@ -144,6 +141,9 @@ pub(crate) struct Wallet {
     pub(crate) role: WalletRole,
     /// Assets with a known balance.
     pub(crate) assets: SmallVec<[AssetId; 4]>,
+    /// Whether withdrawal intents have been seen for it: read for every
+    /// outflow, so kept here rather than looked up in the intent book.
+    pub(crate) intents: bool,
 }
 
 /// What the engine knows of a chain's heads.
@@ -264,20 +264,23 @@ type IntentQueue = SmallVec<[OpenIntent; 1]>;
 #[derive(Debug, Default)]
 pub(crate) struct IntentBook {
     by_fields: FxHashMap<IntentKey, IntentQueue>,
-    by_hash: HashMap<(ChainId, TxKey), (IntentKey, u64), foldhash::fast::RandomState>,
+    /// Keyed by the transaction hash's own keyed hash (see [`TxKey`]):
+    /// the plain multiplicative hasher only mixes in the chain.
+    by_hash: FxHashMap<(ChainId, TxKey), (IntentKey, u64)>,
     connected: FxHashSet<(ChainId, AddrId)>,
     next_serial: u64,
     pub(crate) open: usize,
 }
 
 impl IntentBook {
-    fn add(&mut self, t: Timestamp, key: IntentKey, i: &Intent) {
+    /// Adds an open intent; whether it is the first for its wallet.
+    fn add(&mut self, t: Timestamp, key: IntentKey, i: &Intent) -> bool {
         let serial = self.next_serial;
         self.next_serial += 1;
         if let Some(h) = &i.tx_hash {
             self.by_hash.insert((key.0, TxKey::of(h)), (key, serial));
         }
-        self.connected.insert((key.0, key.1));
+        let first = self.connected.insert((key.0, key.1));
         self.by_fields.entry(key).or_default().push(OpenIntent {
             serial,
             t,
@@ -285,6 +288,7 @@ impl IntentBook {
             used: false,
         });
         self.open += 1;
+        first
     }
 
     /// Whether intents have been seen for this wallet.
@@ -704,6 +708,8 @@ impl State {
             addr: a,
             role,
             assets: SmallVec::new(),
+            // Intents may have come before the wallet was declared.
+            intents: self.intents.connected(c, a),
         });
         self.wallet_idx.insert((c, a), w);
         w
@@ -1007,7 +1013,12 @@ impl State {
     }
 
     pub(crate) fn add_intent(&mut self, t: Timestamp, key: IntentKey, i: &Intent) {
-        self.intents.add(t, key, i);
+        if self.intents.add(t, key, i)
+            && let Some(w) = self.wallet(key.0, key.1)
+            && let Some(wallet) = self.wallets.get_mut(w as usize)
+        {
+            wallet.intents = true;
+        }
     }
 
     /// The intent key of an outflow's fields: its wallet's address.
@@ -1039,9 +1050,7 @@ impl State {
     }
 
     pub(crate) fn wallet_connected(&self, w: WalletIdx) -> bool {
-        self.wallets
-            .get(w as usize)
-            .is_some_and(|w| self.intents.connected(w.chain, w.addr))
+        self.wallets.get(w as usize).is_some_and(|w| w.intents)
     }
 
     /// Forgets transfers first seen longer ago than `retention` (long

@@ -117,6 +117,30 @@ fn unmatched_outflow_waits_for_intents_to_flow_unless_always() {
 }
 
 #[test]
+fn intents_seen_before_their_wallet_is_declared_still_connect_it() {
+    const LATE: &str = "0x00000000000000000000000000000000000000a9";
+    let mut d = exchange(UNMATCHED);
+    // The withdrawal system speaks of the wallet before the watcher
+    // declares it.
+    d.at(1)
+        .intent("w1", "ethereum", LATE, USER, "ETH", "1", None);
+    d.at(2).hot("ethereum", LATE, &[("ETH", "1000")]);
+    d.at(3).eth("0x01", Stage::Pending, LATE, USER, "1");
+    assert!(d.findings().is_empty(), "the intent matches");
+    d.at(4).eth("0x02", Stage::Pending, LATE, THIEF, "900");
+    assert_eq!(
+        d.findings_of("unmatched").len(),
+        1,
+        "its intents flow, so an unmatched outflow is judged"
+    );
+    // And a wallet declared first is connected by its first intent.
+    d.at(5)
+        .intent("w2", "ethereum", HOT2, USER, "ETH", "1", None);
+    d.at(6).eth("0x03", Stage::Pending, HOT2, THIEF, "900");
+    assert_eq!(d.findings_of("unmatched").len(), 2);
+}
+
+#[test]
 fn internal_moves_and_deposits_are_not_outflows() {
     let mut d = exchange(&(UNMATCHED.to_string() + VELOCITY));
     d.at(0).intent("w", "ethereum", HOT, USER, "ETH", "1", None);
