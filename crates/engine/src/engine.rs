@@ -20,7 +20,7 @@ use crate::{
         Direction, HeadTrack, IntentKey, Refs, State, TransferState, TxKey, WalletIdx, WindowKey,
         WindowRef, paid_at,
     },
-    window::SlidingWindow,
+    window::{Seq, SlidingWindow},
 };
 
 /// What the engine concludes from an event.
@@ -214,6 +214,11 @@ pub struct Engine {
     /// blind rules before a learned one (a catch-up after a restart sends
     /// heads milliseconds apart, which would teach a wrong block time).
     known_block_times: Vec<(Chain, std::time::Duration)>,
+    /// Entries ever pushed into any window. A new window numbers its
+    /// entries from here, so a transfer's reference into a window that
+    /// emptied and was dropped can never name an entry of a later window
+    /// for the same key.
+    pushes: Seq,
 }
 
 /// What the blind rules know of one chain, in one place: a head reads
@@ -902,6 +907,7 @@ impl Engine {
             stats: EngineStats::default(),
             longest_window,
             since_prune: 0,
+            pushes: 0,
             last_prune: Timestamp(i64::MIN),
             has_floors,
             has_blind,
@@ -957,12 +963,13 @@ impl Engine {
                     Value::Usd => s.usd().0,
                     Value::Count => 1,
                 };
-                let len = ss.spec.length;
+                let (len, first) = (ss.spec.length, self.pushes);
                 let w = ss
                     .windows
                     .entry(key_of(&ss.spec, &s, from))
-                    .or_insert_with(|| SlidingWindow::new(len));
+                    .or_insert_with(|| SlidingWindow::starting_at(len, first));
                 let seq = w.push(s.first_seen, value, i);
+                self.pushes += 1;
                 if ss.applied {
                     w.set_applied(seq, s.applied);
                 }
@@ -979,12 +986,12 @@ impl Engine {
                     (&rule.kind, rs)
                     && (p.min_sources.is_some() || p.repeat_count.is_some())
                 {
-                    let seq = windows.entry(s.to).or_default().push(
-                        s.first_seen,
-                        from,
-                        s.share_bps,
-                        p.window,
-                    );
+                    let first = self.pushes;
+                    let seq = windows
+                        .entry(s.to)
+                        .or_insert_with(|| DestWindow::starting_at(first))
+                        .push(s.first_seen, from, s.share_bps, p.window);
+                    self.pushes += 1;
                     refs.push(WindowRef::new(DEST | u16::try_from(idx).unwrap_or(0), seq));
                 }
             }
@@ -1476,12 +1483,13 @@ impl Engine {
                 Value::Count => 1,
             };
             let wkey = key_of(&ss.spec, &s, from);
-            let len = ss.spec.length;
+            let (len, first) = (ss.spec.length, self.pushes);
             let w = ss
                 .windows
                 .entry(wkey)
-                .or_insert_with(|| SlidingWindow::new(len));
+                .or_insert_with(|| SlidingWindow::starting_at(len, first));
             let seq = w.push(t, value, i);
+            self.pushes += 1;
             refs.push(WindowRef::new(u16::try_from(slot).unwrap_or(u16::MAX), seq));
             windows.push((wkey, w));
         }
@@ -1676,8 +1684,12 @@ impl Engine {
                     let RuleState::Destinations { windows, fired } = rs else {
                         continue;
                     };
-                    let dw = windows.entry(s.to).or_insert_with(DestWindow::default);
+                    let first = self.pushes;
+                    let dw = windows
+                        .entry(s.to)
+                        .or_insert_with(|| DestWindow::starting_at(first));
                     let seq = dw.push(t, from, share_bps, p.window);
+                    self.pushes += 1;
                     refs.push(WindowRef::new(DEST | u16::try_from(idx).unwrap_or(0), seq));
                     let sum = dw.summary(t, p.window);
                     let converging = fresh

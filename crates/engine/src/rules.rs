@@ -81,6 +81,15 @@ pub(crate) struct DestSummary {
 }
 
 impl DestWindow {
+    /// An empty window whose first payment will have sequence number
+    /// `first` (see [`crate::window::SlidingWindow::starting_at`]).
+    pub(crate) fn starting_at(first: Seq) -> Self {
+        DestWindow {
+            entries: SmallVec::new(),
+            base: first,
+        }
+    }
+
     fn expire(&mut self, now: Timestamp, length: Duration) {
         let cutoff = now.minus(length);
         let gone = self.entries.iter().take_while(|p| p.t <= cutoff).count();

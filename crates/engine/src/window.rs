@@ -38,10 +38,17 @@ pub type Seq = u64;
 impl SlidingWindow {
     /// An empty window of the given length.
     pub fn new(length: Duration) -> Self {
+        Self::starting_at(length, 0)
+    }
+
+    /// An empty window whose first entry will have sequence number
+    /// `first`: an owner that drops empty windows starts a later one for
+    /// the same key past every number the dropped one gave out.
+    pub fn starting_at(length: Duration, first: Seq) -> Self {
         SlidingWindow {
             length,
             entries: VecDeque::new(),
-            base: 0,
+            base: first,
             sum: 0,
             sum_applied: 0,
             count: 0,

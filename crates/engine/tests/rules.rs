@@ -202,6 +202,40 @@ fn velocity_counts_each_transfer_once_and_takes_retractions_back() {
     assert_eq!(d.findings().len(), 2);
 }
 
+/// Sends enough heads for the engine to prune (it does every few thousand
+/// events, at most every ten minutes of event time).
+fn let_it_prune(d: &mut common::Driver, from_block: u64) {
+    for b in 0..5000 {
+        d.send(drainguard_model::EventKind::Head(drainguard_model::Head {
+            chain: drainguard_model::Chain::new("ethereum"),
+            block: from_block + b,
+            hash: String::new(),
+        }));
+    }
+}
+
+#[test]
+fn a_retraction_after_its_window_emptied_takes_nothing_from_a_later_window() {
+    let mut d = exchange(VELOCITY);
+    // A stuck withdrawal: pending, never included.
+    d.at(0).eth("0x01", Stage::Pending, HOT, USER, "1");
+    // Its window empties and is dropped.
+    d.at(1200);
+    let_it_prune(&mut d, 1);
+    // A new burst fills a new window for the same wallet: one incident.
+    for (i, tx) in ["0x11", "0x12", "0x13", "0x14"].iter().enumerate() {
+        d.at(1300 + i as i64)
+            .eth(tx, Stage::Pending, HOT, USER, "1");
+    }
+    assert_eq!(d.findings_of("velocity").len(), 1);
+    // The stuck one is dropped from the mempool: it left the window long
+    // ago, so the new window keeps its four and stays over its limit.
+    d.at(1310).eth("0x01", Stage::Retracted, HOT, USER, "1");
+    d.at(1311).eth("0x15", Stage::Pending, HOT, USER, "1");
+    let f = d.findings_of("velocity");
+    assert_eq!(f.len(), 1, "still the same incident: {f:#?}");
+}
+
 const SHARE: &str = r#"
 [[rule]]
 id = "share"
