@@ -21,6 +21,7 @@ use crate::{
         WindowRef, paid_at,
     },
     window::{Seq, SlidingWindow},
+    windows::WindowStore,
 };
 
 /// What the engine concludes from an event.
@@ -131,7 +132,7 @@ struct Spec {
 #[derive(Debug)]
 struct SpecState {
     spec: Spec,
-    windows: FxHashMap<WindowKey, SlidingWindow>,
+    windows: WindowStore,
     /// Whether a rule measures these windows against a balance, which
     /// needs the part of each window already in a block (its applied
     /// sum). Other windows are not told when a transfer is included: a
@@ -575,7 +576,7 @@ fn rule_states(rules: &RuleSet) -> (Vec<RuleState>, Vec<SpecState>) {
                     .unwrap_or_else(|| {
                         specs.push(SpecState {
                             spec,
-                            windows: FxHashMap::default(),
+                            windows: WindowStore::default(),
                             applied: false,
                         });
                         specs.len() - 1
@@ -964,10 +965,9 @@ impl Engine {
                     Value::Count => 1,
                 };
                 let (len, first) = (ss.spec.length, self.pushes);
-                let w = ss
-                    .windows
-                    .entry(key_of(&ss.spec, &s, from))
-                    .or_insert_with(|| SlidingWindow::starting_at(len, first));
+                let w = ss.windows.get_or_insert(key_of(&ss.spec, &s, from), || {
+                    SlidingWindow::starting_at(len, first)
+                });
                 let seq = w.push(s.first_seen, value, i);
                 self.pushes += 1;
                 if ss.applied {
@@ -1013,7 +1013,7 @@ impl Engine {
                     let Some(ss) = self.specs.get_mut(usize::from(*spec)) else {
                         continue;
                     };
-                    for (key, w) in &mut ss.windows {
+                    for (key, w) in ss.windows.iter_mut() {
                         if window_exceeded(w, &self.state, rule, key, now).is_some() {
                             fired.insert(*key);
                         }
@@ -1158,7 +1158,7 @@ impl Engine {
             let Some(ss) = self.specs.get_mut(usize::from(*spec)) else {
                 continue;
             };
-            for (key, w) in &mut ss.windows {
+            for (key, w) in ss.windows.iter_mut() {
                 w.advance(now);
                 let limit = window_limit(w, &self.state, rule, key);
                 chosen.push((usage(w.sum(), limit), r, *key));
@@ -1368,11 +1368,9 @@ impl Engine {
             }
             if let Some(ss) = self.specs.get_mut(usize::from(r.slot))
                 && ss.applied
+                && let Some(w) = ss.windows.get_mut(&key_of(&ss.spec, &s, from))
             {
-                let wkey = key_of(&ss.spec, &s, from);
-                if let Some(w) = ss.windows.get_mut(&wkey) {
-                    w.set_applied(r.seq(), applied);
-                }
+                w.set_applied(r.seq(), applied);
             }
         }
     }
@@ -1486,8 +1484,7 @@ impl Engine {
             let (len, first) = (ss.spec.length, self.pushes);
             let w = ss
                 .windows
-                .entry(wkey)
-                .or_insert_with(|| SlidingWindow::starting_at(len, first));
+                .get_or_insert(wkey, || SlidingWindow::starting_at(len, first));
             let seq = w.push(t, value, i);
             self.pushes += 1;
             refs.push(WindowRef::new(u16::try_from(slot).unwrap_or(u16::MAX), seq));

@@ -20,6 +20,7 @@ mod intern;
 mod rules;
 mod state;
 mod window;
+mod windows;
 
 pub use baseline::{Learned, robust};
 pub use config::{
