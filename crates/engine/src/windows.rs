@@ -2,14 +2,12 @@
 //!
 //! Every outflow finds one window per spec, and every transfer in a block
 //! finds its share windows again: a wallet's windows are reached through a
-//! dense per-wallet list and a transfer keeps the slots it was counted in,
-//! so neither hashes a key. Keys that are not a wallet's (asset, chain,
-//! global: a handful) are found by hash.
-//!
-//! A slot is reused once its window empties and is dropped. A transfer's
-//! slot may then hold another key's window; the sequence numbers a new
+//! dense per-wallet list, with no key hashed. Keys that are not a wallet's
+//! (asset, chain, global: a handful) are found by hash. A window that
+//! empties is dropped and its slot reused; the sequence numbers a new
 //! window gives out start past every earlier one
-//! ([`SlidingWindow::starting_at`]), so the stale reference finds no entry.
+//! ([`SlidingWindow::starting_at`]), so a transfer's reference into the
+//! dropped window finds nothing in a later one for the same key.
 
 use rustc_hash::FxHashMap;
 
