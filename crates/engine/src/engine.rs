@@ -1617,9 +1617,10 @@ impl Engine {
                         continue;
                     };
                     let wkey = *wkey;
-                    // The sender's own balance of the asset is at hand.
-                    let known =
-                        (wkey == WindowKey::Wallet(from, Some(s.asset))).then_some(balance_before);
+                    // A wallet's window of one asset is measured against the
+                    // sender's own balance of it, which is at hand.
+                    let own = matches!(wkey, WindowKey::Wallet(_, Some(_)));
+                    let known = own.then_some(balance_before);
                     if !window_over(w, &self.state, rule, &wkey, t, known) {
                         // Nearly always nothing has fired: no key to hash.
                         if !fired.is_empty() {

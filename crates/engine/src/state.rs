@@ -492,14 +492,32 @@ fn transfer_hash(key: &TransferMapKey) -> u64 {
 /// hashing their names.
 const SCAN: usize = 16;
 
-/// Where a name is among the first [`SCAN`] of a list, by the string's
-/// address alone: readers share one string per name, so this nearly always
-/// settles it. Inlined into every event's path, with no call or frame.
-#[inline(always)]
-fn position_by_ptr<T>(list: &[T], s: &str, as_str: impl Fn(&T) -> &str) -> Option<usize> {
-    list.iter()
-        .take(SCAN)
-        .position(|y| std::ptr::eq(as_str(y), s))
+/// Dense ids of chains or assets by the address of the string the engine
+/// holds for them: readers share one string per name, so an event's name
+/// is nearly always that very string, found in one probe instead of a
+/// scan of every name. Only addresses of strings the engine holds are
+/// kept: they cannot be freed and reused for another name while it runs.
+#[derive(Debug, Default)]
+struct ByAddress([(usize, u16); 16]);
+
+impl ByAddress {
+    fn probe(p: usize) -> usize {
+        (p.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) & 15
+    }
+
+    #[inline(always)]
+    fn get(&self, s: &str) -> Option<u16> {
+        // An address is never 0, the empty slot's.
+        let p = s.as_ptr() as usize;
+        let (at, id) = self.0[Self::probe(p)];
+        (at == p).then_some(id)
+    }
+
+    /// Remembers `held`, the engine's own string for `id`.
+    fn put(&mut self, held: &str, id: u16) {
+        let p = held.as_ptr() as usize;
+        self.0[Self::probe(p)] = (p, id);
+    }
 }
 
 /// The world as the engine sees it.
@@ -507,8 +525,10 @@ fn position_by_ptr<T>(list: &[T], s: &str, as_str: impl Fn(&T) -> &str) -> Optio
 pub(crate) struct State {
     pub(crate) chains: Vec<Chain>,
     chain_ids: FxHashMap<Chain, ChainId>,
+    chain_at: ByAddress,
     pub(crate) assets: Vec<Asset>,
     asset_ids: FxHashMap<Asset, AssetId>,
+    asset_at: ByAddress,
     pub(crate) addrs: AddrTable,
     pub(crate) wallets: Vec<Wallet>,
     wallet_idx: FxHashMap<(ChainId, AddrId), WalletIdx>,
@@ -553,54 +573,74 @@ impl State {
     /// A chain's dense id, creating it on first sight.
     #[inline]
     pub(crate) fn chain_id(&mut self, c: &Chain) -> ChainId {
-        match position_by_ptr(&self.chains, c.as_str(), Chain::as_str) {
-            Some(i) => i as ChainId,
+        match self.chain_at.get(c.as_str()) {
+            Some(id) => id,
             None => self.chain_id_by_name(c),
         }
     }
 
-    /// The same, for a chain named by a string not seen before: by its
-    /// text among a handful of chains (a scan beats hashing the name), by
-    /// hash among more.
+    /// The same, for a chain whose string is not the one the engine holds
+    /// (or shares a probe with another): by its text among a handful of
+    /// chains (a scan beats hashing the name), by hash among more.
     #[inline(never)]
     fn chain_id_by_name(&mut self, c: &Chain) -> ChainId {
-        if self.chains.len() <= SCAN {
-            if let Some(i) = self.chains.iter().position(|y| y == c) {
-                return i as ChainId;
+        let found = if self.chains.len() <= SCAN {
+            self.chains
+                .iter()
+                .position(|y| y == c)
+                .map(|i| i as ChainId)
+        } else {
+            self.chain_ids.get(c).copied()
+        };
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let id = ChainId::try_from(self.chains.len()).unwrap_or(ChainId::MAX);
+                self.chains.push(c.clone());
+                self.chain_ids.insert(c.clone(), id);
+                id
             }
-        } else if let Some(&id) = self.chain_ids.get(c) {
-            return id;
+        };
+        if let Some(held) = self.chains.get(usize::from(id)) {
+            self.chain_at.put(held.as_str(), id);
         }
-        let id = ChainId::try_from(self.chains.len()).unwrap_or(ChainId::MAX);
-        self.chains.push(c.clone());
-        self.chain_ids.insert(c.clone(), id);
         id
     }
 
     /// An asset's dense id, creating it on first sight.
     #[inline]
     pub(crate) fn asset_id(&mut self, a: &Asset) -> AssetId {
-        match position_by_ptr(&self.assets, a.as_str(), Asset::as_str) {
-            Some(i) => i as AssetId,
+        match self.asset_at.get(a.as_str()) {
+            Some(id) => id,
             None => self.asset_id_by_name(a),
         }
     }
 
-    /// The same, for an asset named by a string not seen before.
+    /// The same, for an asset whose string is not the one the engine holds.
     #[inline(never)]
     fn asset_id_by_name(&mut self, a: &Asset) -> AssetId {
-        if self.assets.len() <= SCAN {
-            if let Some(i) = self.assets.iter().position(|y| y == a) {
-                return i as AssetId;
+        let found = if self.assets.len() <= SCAN {
+            self.assets
+                .iter()
+                .position(|y| y == a)
+                .map(|i| i as AssetId)
+        } else {
+            self.asset_ids.get(a).copied()
+        };
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let id = AssetId::try_from(self.assets.len()).unwrap_or(AssetId::MAX);
+                self.assets.push(a.clone());
+                self.prices.push(Price::default());
+                self.price_nanos.push(0);
+                self.asset_ids.insert(a.clone(), id);
+                id
             }
-        } else if let Some(&id) = self.asset_ids.get(a) {
-            return id;
+        };
+        if let Some(held) = self.assets.get(usize::from(id)) {
+            self.asset_at.put(held.as_str(), id);
         }
-        let id = AssetId::try_from(self.assets.len()).unwrap_or(AssetId::MAX);
-        self.assets.push(a.clone());
-        self.prices.push(Price::default());
-        self.price_nanos.push(0);
-        self.asset_ids.insert(a.clone(), id);
         id
     }
 
