@@ -902,7 +902,7 @@ impl Engine {
             rules,
             rule_state,
             specs,
-            state: State::default(),
+            state: State::new(),
             freezes: Vec::new(),
             now: Timestamp(i64::MIN),
             stats: EngineStats::default(),

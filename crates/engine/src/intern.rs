@@ -59,6 +59,16 @@ fn hash_encoded(bytes: &[u8]) -> u64 {
 }
 
 impl AddrTable {
+    /// An empty table with room for `n` addresses.
+    pub(crate) fn with_capacity(n: usize) -> AddrTable {
+        AddrTable {
+            starts: Vec::with_capacity(n),
+            lens: Vec::with_capacity(n),
+            table: HashTable::with_capacity(n),
+            ..AddrTable::default()
+        }
+    }
+
     fn bytes(&self, id: u32) -> &[u8] {
         slice(&self.chunks, &self.starts, &self.lens, id)
     }

@@ -569,7 +569,30 @@ pub(crate) struct State {
     pub(crate) heads: Vec<HeadTrack>,
 }
 
+/// Room made up front in the tables that grow with traffic: about an hour
+/// of a busy exchange (a few thousand transfers tracked, tens of thousands
+/// of addresses), so the engine does not rehash them again and again
+/// while it warms up. A few megabytes; they grow past it as needed.
+const TRANSFERS_HINT: usize = 8_192;
+const ADDRESSES_HINT: usize = 32_768;
+
 impl State {
+    /// An empty state with room for [`TRANSFERS_HINT`] tracked and
+    /// retired transfers and [`ADDRESSES_HINT`] addresses.
+    pub(crate) fn new() -> State {
+        State {
+            addrs: AddrTable::with_capacity(ADDRESSES_HINT),
+            first_paid: Vec::with_capacity(ADDRESSES_HINT),
+            transfers: HashTable::with_capacity(TRANSFERS_HINT),
+            slab: Vec::with_capacity(TRANSFERS_HINT),
+            refs: Vec::with_capacity(TRANSFERS_HINT),
+            hashes: Vec::with_capacity(TRANSFERS_HINT),
+            by_age: VecDeque::with_capacity(TRANSFERS_HINT),
+            retired: FxHashSet::with_capacity_and_hasher(TRANSFERS_HINT, Default::default()),
+            ..State::default()
+        }
+    }
+
     /// A chain's dense id, creating it on first sight.
     #[inline]
     pub(crate) fn chain_id(&mut self, c: &Chain) -> ChainId {
