@@ -194,7 +194,9 @@ impl HeadTrack {
         self.sorted_len
     }
 
-    fn push_interval(&mut self, dt: i64) {
+    /// Adds an interval, replacing the oldest once [`HEAD_INTERVALS`] are
+    /// known; whether the count grew or the median fell.
+    fn push_interval(&mut self, dt: i64) -> bool {
         let n = self.sorted_len;
         let sorted = &mut self.sorted;
         if n == HEAD_INTERVALS {
@@ -208,8 +210,9 @@ impl HeadTrack {
             // A steady chain's interval is the one it replaces: the order
             // stands as it is.
             if dt == old {
-                return;
+                return false;
             }
+            let median = sorted[n / 2];
             // Replace the oldest value in place and bubble the new one to
             // its position: at most 31 moves, no call.
             let mut at = sorted[..n].partition_point(|&x| x < old);
@@ -222,6 +225,7 @@ impl HeadTrack {
                 sorted.swap(at, at + 1);
                 at += 1;
             }
+            sorted[n / 2] < median
         } else {
             // Filling: the oldest is still at 0, so this is slot n.
             self.ring[n] = dt;
@@ -232,6 +236,7 @@ impl HeadTrack {
                 at -= 1;
             }
             self.sorted_len = n + 1;
+            true
         }
     }
 }
@@ -684,9 +689,7 @@ impl State {
             return false;
         }
         let earlier = if h.last_t.0 != 0 {
-            let (count, median) = (h.interval_count(), h.median_interval());
-            h.push_interval(t.0.saturating_sub(h.last_t.0));
-            h.interval_count() != count || h.median_interval() < median
+            h.push_interval(t.0.saturating_sub(h.last_t.0))
         } else {
             true
         };
@@ -1183,11 +1186,16 @@ mod tests {
         ) {
             let mut h = HeadTrack::default();
             for (n, &dt) in dts.iter().enumerate() {
-                h.push_interval(dt);
+                let (count, median) = (h.interval_count(), h.median_interval());
+                let earlier = h.push_interval(dt);
                 let from = (n + 1).saturating_sub(HEAD_INTERVALS);
                 let mut last: Vec<i64> = dts[from..=n].to_vec();
                 last.sort_unstable();
                 prop_assert_eq!(h.median_interval(), last[last.len() / 2]);
+                prop_assert_eq!(
+                    earlier,
+                    h.interval_count() != count || h.median_interval() < median
+                );
             }
         }
     }
