@@ -502,26 +502,54 @@ const SCAN: usize = 16;
 /// is nearly always that very string, found in one probe instead of a
 /// scan of every name. Only addresses of strings the engine holds are
 /// kept: they cannot be freed and reused for another name while it runs.
-#[derive(Debug, Default)]
-struct ByAddress([(usize, u16); 16]);
+#[derive(Debug)]
+struct ByAddress([(usize, u16); BY_ADDRESS]);
+
+/// Slots of a [`ByAddress`]: room for a few dozen names, probed in turn.
+const BY_ADDRESS: usize = 32;
+
+impl Default for ByAddress {
+    fn default() -> Self {
+        ByAddress([(0, 0); BY_ADDRESS])
+    }
+}
 
 impl ByAddress {
-    fn probe(p: usize) -> usize {
-        (p.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) & 15
+    fn home(p: usize) -> usize {
+        (p.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 59) % BY_ADDRESS
     }
 
     #[inline(always)]
     fn get(&self, s: &str) -> Option<u16> {
-        // An address is never 0, the empty slot's.
+        // An address is never 0, an empty slot's: the probe stops there.
         let p = s.as_ptr() as usize;
-        let (at, id) = self.0[Self::probe(p)];
-        (at == p).then_some(id)
+        let mut at = Self::home(p);
+        for _ in 0..BY_ADDRESS {
+            let (q, id) = self.0[at];
+            if q == p {
+                return Some(id);
+            }
+            if q == 0 {
+                return None;
+            }
+            at = (at + 1) % BY_ADDRESS;
+        }
+        None
     }
 
-    /// Remembers `held`, the engine's own string for `id`.
+    /// Remembers `held`, the engine's own string for `id` (while there is
+    /// room: past it, names are found by their text).
     fn put(&mut self, held: &str, id: u16) {
         let p = held.as_ptr() as usize;
-        self.0[Self::probe(p)] = (p, id);
+        let mut at = Self::home(p);
+        for _ in 0..BY_ADDRESS {
+            let (q, _) = self.0[at];
+            if q == p || q == 0 {
+                self.0[at] = (p, id);
+                return;
+            }
+            at = (at + 1) % BY_ADDRESS;
+        }
     }
 }
 
@@ -607,9 +635,9 @@ impl State {
         }
     }
 
-    /// The same, for a chain whose string is not the one the engine holds
-    /// (or shares a probe with another): by its text among a handful of
-    /// chains (a scan beats hashing the name), by hash among more.
+    /// The same, for a chain whose string is not the one the engine holds:
+    /// by its text among a handful of chains (a scan beats hashing the
+    /// name), by hash among more.
     #[inline(never)]
     fn chain_id_by_name(&mut self, c: &Chain) -> ChainId {
         let found = if self.chains.len() <= SCAN {
@@ -1198,6 +1226,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn names_are_found_by_the_address_of_the_held_string() {
+        let held: Vec<String> = (0..40).map(|i| format!("chain-{i}")).collect();
+        let mut by = ByAddress::default();
+        for (i, h) in held.iter().enumerate() {
+            by.put(h, i as u16);
+        }
+        // The first 32 fit; the rest are found by their text instead.
+        for (i, h) in held.iter().enumerate() {
+            assert_eq!(by.get(h), (i < BY_ADDRESS).then_some(i as u16), "{h}");
+        }
+        // The same text in another string is not the held string.
+        let copy = String::from("chain-1");
+        assert_eq!(by.get(copy.as_str()), None);
+        let mut state = State::default();
+        let (a, b) = (Chain::new("ethereum"), Chain::new("ethereum"));
+        let tron = Chain::new("tron");
+        assert_eq!(state.chain_id(&a), 0);
+        assert_eq!(state.chain_id(&tron), 1);
+        assert_eq!(state.chain_id(&b), 0, "another string of the same name");
+        assert_eq!(state.chain_id(&a), 0);
     }
 
     #[test]
