@@ -17,7 +17,7 @@ use crate::{
     config::{Action, BlindParams, IntentsMode, Level, Mode, Rule, RuleKind, RuleSet},
     rules::{DestWindow, RuleState},
     state::{
-        Direction, HeadTrack, IntentKey, Refs, State, TransferState, TxKey, WalletIdx, WindowKey,
+        Direction, HeadTrack, IntentKey, Refs, State, TransferState, WalletIdx, WindowKey,
         WindowRef, paid_at,
     },
     window::{Seq, SlidingWindow},
@@ -1324,7 +1324,7 @@ impl Engine {
     }
 
     fn on_transfer(&mut self, t: Timestamp, tr: &Transfer, found: &mut Vec<Pending>) {
-        let Some((i, tx)) = self.state.track(t, tr) else {
+        let Some(i) = self.state.track(t, tr) else {
             return;
         };
         let s = self.state.slab[i as usize];
@@ -1332,7 +1332,7 @@ impl Engine {
             Stage::Pending | Stage::Included | Stage::Confirmed => {
                 if !s.counted {
                     if s.direction == Direction::Outflow {
-                        self.count_outflow(t, i, tr, &tx, found);
+                        self.count_outflow(t, i, tr, found);
                     }
                     self.state.slab[i as usize].counted = true;
                 }
@@ -1342,7 +1342,7 @@ impl Engine {
                 }
             }
             Stage::Retracted => {
-                self.retract(t, i, &tx);
+                self.retract(t, i, &tr.tx_hash);
                 if s.applied {
                     self.floors_after(t, &s, tr, found);
                 }
@@ -1375,7 +1375,7 @@ impl Engine {
         }
     }
 
-    fn retract(&mut self, t: Timestamp, i: u32, tx: &TxKey) {
+    fn retract(&mut self, t: Timestamp, i: u32, tx: &drainguard_model::TxHash) {
         self.set_applied(i, false);
         let s = &mut self.state.slab[i as usize];
         if !s.counted {
@@ -1430,14 +1430,7 @@ impl Engine {
 
     /// Counts a newly seen (or re-included) outflow in every window and
     /// judges it, once, against every rule.
-    fn count_outflow(
-        &mut self,
-        t: Timestamp,
-        i: u32,
-        tr: &Transfer,
-        tx: &TxKey,
-        found: &mut Vec<Pending>,
-    ) {
+    fn count_outflow(&mut self, t: Timestamp, i: u32, tr: &Transfer, found: &mut Vec<Pending>) {
         let s = self.state.slab[i as usize];
         let Some(from) = s.from else { return };
         let first_time = !s.judged;
@@ -1447,7 +1440,8 @@ impl Engine {
         // is not judged again: a transfer is judged once, whatever its
         // stages.
         let taken = if first_time || s.matched {
-            self.state.take_intent(t, &s, tx, &self.rules.intents)
+            self.state
+                .take_intent(t, &s, &tr.tx_hash, &self.rules.intents)
         } else {
             None
         };

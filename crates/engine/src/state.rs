@@ -309,13 +309,13 @@ impl IntentBook {
         &mut self,
         now: Timestamp,
         key: IntentKey,
-        tx: &TxKey,
+        tx: &TxHash,
         amount: Amount,
         m: &IntentMatching,
     ) -> Option<(Timestamp, bool)> {
         let live = |i: &OpenIntent| !i.used && i.t <= now && now <= i.t.plus(m.match_window);
         if !self.by_hash.is_empty()
-            && let Some((hkey, serial)) = self.by_hash.remove(&(key.0, tx.clone()))
+            && let Some((hkey, serial)) = self.by_hash.remove(&(key.0, TxKey::of(tx)))
             && let Some(i) = self
                 .by_fields
                 .get_mut(&hkey)
@@ -361,11 +361,11 @@ impl IntentBook {
     /// found, so the same withdrawal included again (same or new key, or
     /// re-signed) matches it, and nothing else can match it twice. The
     /// queue stays in time order, which its expiry scan relies on.
-    fn reopen(&mut self, key: IntentKey, t: Timestamp, amount: Amount, tx: Option<&TxKey>) {
+    fn reopen(&mut self, key: IntentKey, t: Timestamp, amount: Amount, tx: Option<&TxHash>) {
         let serial = self.next_serial;
         self.next_serial += 1;
         if let Some(tx) = tx {
-            self.by_hash.insert((key.0, tx.clone()), (key, serial));
+            self.by_hash.insert((key.0, TxKey::of(tx)), (key, serial));
         }
         self.connected.insert((key.0, key.1));
         let q = self.by_fields.entry(key).or_default();
@@ -458,6 +458,29 @@ impl TxKey {
 }
 
 impl TxKey {
+    /// Whether this is the key of `h` ([`TxKey::of`]), compared in place.
+    fn is(&self, h: &TxHash) -> bool {
+        self.hash == h.key_hash()
+            && match (&self.bytes, h.raw()) {
+                (
+                    TxBytes::Prefixed(a),
+                    Raw::Hex32 {
+                        prefixed: true,
+                        bytes,
+                    },
+                )
+                | (
+                    TxBytes::Bare(a),
+                    Raw::Hex32 {
+                        prefixed: false,
+                        bytes,
+                    },
+                ) => *a == bytes,
+                (TxBytes::Text(a), Raw::Text | Raw::Hex20(_)) => a == h,
+                _ => false,
+            }
+    }
+
     /// The hash spelled out again, as it was received.
     fn tx_hash(&self) -> TxHash {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -487,8 +510,13 @@ type TransferMapKey = (ChainId, TxKey, u32);
 /// one for a given transaction hash.
 fn transfer_hash(key: &TransferMapKey) -> u64 {
     let (chain, tx, index) = key;
-    let low = u64::from(*chain) << 32 | u64::from(*index);
-    (tx.hash ^ low)
+    mix_transfer_hash(*chain, tx.hash, *index)
+}
+
+/// [`transfer_hash`] from its parts: a record is looked up by them.
+fn mix_transfer_hash(chain: ChainId, tx_hash: u64, index: u32) -> u64 {
+    let low = u64::from(chain) << 32 | u64::from(index);
+    (tx_hash ^ low)
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
         .rotate_left(26)
 }
@@ -966,15 +994,16 @@ impl State {
     }
 
     /// Looks a transfer record up, creating its state on first sight; the
-    /// index of its state and its hash as a key (decoded once per record:
-    /// intent matching reads it too), or `None` for a retraction of
-    /// something never seen.
-    pub(crate) fn track(&mut self, t: Timestamp, tr: &Transfer) -> Option<(u32, TxKey)> {
+    /// index of its state, or `None` for a retraction of something never
+    /// seen. A record of a tracked transfer is compared with the stored
+    /// key in place: its key is built only for a new transfer.
+    pub(crate) fn track(&mut self, t: Timestamp, tr: &Transfer) -> Option<u32> {
         let chain = self.chain_id(&tr.chain);
-        let key = (chain, TxKey::of(&tr.tx_hash), tr.index);
-        let h = transfer_hash(&key);
-        if let Some((_, i)) = self.transfers.find(h, |(k, _)| *k == key) {
-            return Some((*i, key.1));
+        let h = mix_transfer_hash(chain, tr.tx_hash.key_hash(), tr.index);
+        if let Some((_, i)) = self.transfers.find(h, |((c, k, index), _)| {
+            *c == chain && *index == tr.index && k.is(&tr.tx_hash)
+        }) {
+            return Some(*i);
         }
         if tr.stage == Stage::Retracted || self.is_retired(h) {
             // A retraction of something never seen, or a late record of a
@@ -1067,10 +1096,10 @@ impl State {
                     .count();
             self.by_age.insert(at, i);
         }
-        let tx = key.1.clone();
+        let key = (chain, TxKey::of(&tr.tx_hash), tr.index);
         self.transfers
             .insert_unique(h, (key, i), |(k, _)| transfer_hash(k));
-        Some((i, tx))
+        Some(i)
     }
 
     /// The evidence of a tracked transfer, by its slot: what a window
@@ -1127,7 +1156,7 @@ impl State {
         &mut self,
         now: Timestamp,
         s: &TransferState,
-        tx: &TxKey,
+        tx: &TxHash,
         m: &IntentMatching,
     ) -> Option<(Timestamp, bool)> {
         let key = self.outflow_intent_key(s)?;
@@ -1136,7 +1165,7 @@ impl State {
 
     /// Re-opens the intent a retracted outflow had consumed (see
     /// [`IntentBook::reopen`]).
-    pub(crate) fn reopen_intent(&mut self, s: &TransferState, tx: &TxKey) {
+    pub(crate) fn reopen_intent(&mut self, s: &TransferState, tx: &TxHash) {
         if let Some(key) = self.outflow_intent_key(s) {
             let by_hash = s.intent_by_hash.then_some(tx);
             self.intents.reopen(key, s.intent_t, s.amount, by_hash);
@@ -1249,6 +1278,32 @@ mod tests {
         assert_eq!(state.chain_id(&tron), 1);
         assert_eq!(state.chain_id(&b), 0, "another string of the same name");
         assert_eq!(state.chain_id(&a), 0);
+    }
+
+    #[test]
+    fn a_transaction_key_is_its_own_hash_and_no_other() {
+        let hex = "ab".repeat(32);
+        let hashes: Vec<TxHash> = [
+            format!("0x{hex}"),
+            hex.clone(),
+            format!("0x{}", "cd".repeat(32)),
+            "0x00000000000000000000000000000000000000aa".to_string(),
+            "not-a-hash".to_string(),
+            format!("0x{}", "ab".repeat(31)),
+        ]
+        .iter()
+        .map(|s| TxHash::new(s))
+        .collect();
+        for (i, a) in hashes.iter().enumerate() {
+            let key = TxKey::of(a);
+            for (j, b) in hashes.iter().enumerate() {
+                assert_eq!(key.is(b), i == j, "{a} against {b}");
+                assert_eq!(key.is(b), key == TxKey::of(b), "{a} against {b}");
+            }
+        }
+        // `0x` hashes are case-insensitive: the same key in capitals.
+        let upper = TxHash::new(&format!("0x{}", hex.to_uppercase()));
+        assert!(TxKey::of(&hashes[0]).is(&upper));
     }
 
     #[test]
