@@ -1493,8 +1493,10 @@ impl Engine {
                 continue;
             }
             let scope = || scope_of(rule.scope, &tr.chain, &tr.from, &tr.asset);
-            match (&rule.kind, &mut self.rule_state[idx]) {
-                (RuleKind::UnmatchedOutflow(p), _) => {
+            // On the rule's kind alone: its state is taken in the arm that
+            // needs it (one jump, not a match on two enums per rule).
+            match &rule.kind {
+                RuleKind::UnmatchedOutflow(p) => {
                     let applies =
                         p.intents == IntentsMode::Always || self.state.wallet_connected(from);
                     if first_time && !matched && applies {
@@ -1514,7 +1516,7 @@ impl Engine {
                         found.push(pending(t, rule, scope(), &sub, summary, figures));
                     }
                 }
-                (RuleKind::Denylist(p), _) if first_time && p.addresses.contains(&tr.to) => {
+                RuleKind::Denylist(p) if first_time && p.addresses.contains(&tr.to) => {
                     let summary = format!(
                         "{} {} ({}) sent to denylisted {}",
                         tr.amount.to_decimal_string(tr.decimals),
@@ -1532,14 +1534,15 @@ impl Engine {
                         vec![("destination".to_string(), tr.to.to_string())],
                     ));
                 }
-                (
-                    RuleKind::Baseline(p),
-                    RuleState::Baseline {
+                RuleKind::Baseline(p) => {
+                    let Some(RuleState::Baseline {
                         spec,
                         learned,
                         fired,
-                    },
-                ) => {
+                    }) = self.rule_state.get_mut(idx)
+                    else {
+                        continue;
+                    };
                     let Some((wkey, w)) = windows.get_mut(usize::from(*spec)) else {
                         continue;
                     };
@@ -1581,7 +1584,7 @@ impl Engine {
                         found.push(p);
                     }
                 }
-                (RuleKind::BalanceDrain(p), _)
+                RuleKind::BalanceDrain(p)
                     if first_time && p.max_tx_share_bps.is_some_and(|l| share_bps > l) =>
                 {
                     let limit = u64::from(p.max_tx_share_bps.unwrap_or(0));
@@ -1603,10 +1606,11 @@ impl Engine {
                     let sub = Subject::of_transfer(tr, s.usd());
                     found.push(pending(t, rule, scope(), &sub, summary, figures));
                 }
-                (
-                    RuleKind::OutflowWindow(_) | RuleKind::Velocity(_),
-                    RuleState::Windows { spec, fired },
-                ) => {
+                RuleKind::OutflowWindow(_) | RuleKind::Velocity(_) => {
+                    let Some(RuleState::Windows { spec, fired }) = self.rule_state.get_mut(idx)
+                    else {
+                        continue;
+                    };
                     let Some((wkey, w)) = windows.get_mut(usize::from(*spec)) else {
                         continue;
                     };
@@ -1637,7 +1641,7 @@ impl Engine {
                         }
                     }
                 }
-                (RuleKind::NewDestination(p), rs) => {
+                RuleKind::NewDestination(p) => {
                     let fresh = first_paid == 0 || paid_at(t.minus(p.fresh_for)) < first_paid;
                     if first_time
                         && fresh
@@ -1673,7 +1677,9 @@ impl Engine {
                     if p.min_sources.is_none() && p.repeat_count.is_none() {
                         continue;
                     }
-                    let RuleState::Destinations { windows, fired } = rs else {
+                    let Some(RuleState::Destinations { windows, fired }) =
+                        self.rule_state.get_mut(idx)
+                    else {
                         continue;
                     };
                     let first = self.pushes;

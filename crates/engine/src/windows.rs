@@ -39,13 +39,15 @@ pub(crate) struct WindowStore {
 
 impl WindowStore {
     /// The slot of a key's window, if it has one.
+    #[inline]
     pub(crate) fn find(&self, key: &WindowKey) -> Option<u32> {
         match *key {
-            WindowKey::Wallet(w, _) => {
+            WindowKey::Wallet(w, asset) => {
                 let mut at = *self.by_wallet.get(w as usize)?;
                 while at != NONE {
                     let slot = self.slots.get(at as usize)?;
-                    if slot.key == *key {
+                    // Every slot in the wallet's list is one of its own.
+                    if matches!(slot.key, WindowKey::Wallet(_, a) if a == asset) {
                         return Some(at);
                     }
                     at = slot.next;
