@@ -581,6 +581,35 @@ impl ByAddress {
     }
 }
 
+/// A chain's or asset's dense id by its text, adding the name if new (the
+/// second value says so), and remembering the address of the string held
+/// for it: among a handful of names a scan beats hashing the name; among
+/// more, by hash.
+fn id_by_name<T: Clone + Eq + std::hash::Hash>(
+    (list, ids, at): (&mut Vec<T>, &mut FxHashMap<T, u16>, &mut ByAddress),
+    name: &T,
+    as_str: fn(&T) -> &str,
+) -> (u16, bool) {
+    let found = if list.len() <= SCAN {
+        list.iter().position(|y| y == name).map(|i| i as u16)
+    } else {
+        ids.get(name).copied()
+    };
+    let (id, new) = match found {
+        Some(id) => (id, false),
+        None => {
+            let id = u16::try_from(list.len()).unwrap_or(u16::MAX);
+            list.push(name.clone());
+            ids.insert(name.clone(), id);
+            (id, true)
+        }
+    };
+    if let Some(held) = list.get(usize::from(id)) {
+        at.put(as_str(held), id);
+    }
+    (id, new)
+}
+
 /// The world as the engine sees it.
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -663,32 +692,11 @@ impl State {
         }
     }
 
-    /// The same, for a chain whose string is not the one the engine holds:
-    /// by its text among a handful of chains (a scan beats hashing the
-    /// name), by hash among more.
+    /// The same, for a chain whose string is not the one the engine holds.
     #[inline(never)]
     fn chain_id_by_name(&mut self, c: &Chain) -> ChainId {
-        let found = if self.chains.len() <= SCAN {
-            self.chains
-                .iter()
-                .position(|y| y == c)
-                .map(|i| i as ChainId)
-        } else {
-            self.chain_ids.get(c).copied()
-        };
-        let id = match found {
-            Some(id) => id,
-            None => {
-                let id = ChainId::try_from(self.chains.len()).unwrap_or(ChainId::MAX);
-                self.chains.push(c.clone());
-                self.chain_ids.insert(c.clone(), id);
-                id
-            }
-        };
-        if let Some(held) = self.chains.get(usize::from(id)) {
-            self.chain_at.put(held.as_str(), id);
-        }
-        id
+        let names = (&mut self.chains, &mut self.chain_ids, &mut self.chain_at);
+        id_by_name(names, c, Chain::as_str).0
     }
 
     /// An asset's dense id, creating it on first sight.
@@ -703,27 +711,11 @@ impl State {
     /// The same, for an asset whose string is not the one the engine holds.
     #[inline(never)]
     fn asset_id_by_name(&mut self, a: &Asset) -> AssetId {
-        let found = if self.assets.len() <= SCAN {
-            self.assets
-                .iter()
-                .position(|y| y == a)
-                .map(|i| i as AssetId)
-        } else {
-            self.asset_ids.get(a).copied()
-        };
-        let id = match found {
-            Some(id) => id,
-            None => {
-                let id = AssetId::try_from(self.assets.len()).unwrap_or(AssetId::MAX);
-                self.assets.push(a.clone());
-                self.prices.push(Price::default());
-                self.price_nanos.push(0);
-                self.asset_ids.insert(a.clone(), id);
-                id
-            }
-        };
-        if let Some(held) = self.assets.get(usize::from(id)) {
-            self.asset_at.put(held.as_str(), id);
+        let names = (&mut self.assets, &mut self.asset_ids, &mut self.asset_at);
+        let (id, new) = id_by_name(names, a, Asset::as_str);
+        if new {
+            self.prices.push(Price::default());
+            self.price_nanos.push(0);
         }
         id
     }
