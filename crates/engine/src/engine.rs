@@ -8,7 +8,7 @@ use std::{collections::VecDeque, time::Duration};
 
 use drainguard_model::{
     Address, Amount, Asset, Chain, Event, EventKind, Evidence, Finding, Freeze, FreezeId, Intent,
-    Scope, Stage, Timestamp, Transfer, U256, Usd,
+    Scope, Stage, Timestamp, Transfer, TxHash, U256, Usd,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
@@ -1375,7 +1375,7 @@ impl Engine {
         }
     }
 
-    fn retract(&mut self, t: Timestamp, i: u32, tx: &drainguard_model::TxHash) {
+    fn retract(&mut self, t: Timestamp, i: u32, tx: &TxHash) {
         self.set_applied(i, false);
         let s = &mut self.state.slab[i as usize];
         if !s.counted {
@@ -1946,7 +1946,7 @@ impl Engine {
                 asset: asset.clone(),
                 evidence: Evidence {
                     chain: chain.clone(),
-                    tx_hash: drainguard_model::TxHash::new(""),
+                    tx_hash: TxHash::new(""),
                     index: 0,
                     stage: "balance".to_string(),
                     from: address.clone(),
@@ -2135,10 +2135,7 @@ impl Engine {
                 );
                 let evidence = Evidence {
                     chain: i.chain.clone(),
-                    tx_hash: i
-                        .tx_hash
-                        .clone()
-                        .unwrap_or_else(|| drainguard_model::TxHash::new("")),
+                    tx_hash: i.tx_hash.clone().unwrap_or_else(|| TxHash::new("")),
                     index: 0,
                     stage: "intent".to_string(),
                     from: i.wallet.clone(),
