@@ -685,9 +685,12 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
         "outflow_window" => {
             let window = p.duration("window", None);
             let per_asset = p.boolean("per_asset", false);
+            // A limit given but invalid has its own error: this one is for
+            // a rule with no limit at all.
+            let given = p.table.contains_key("max_usd") || p.table.contains_key("max_share");
             let max_usd = p.positive("max_usd").map(|d| (d * 1e6) as u128);
             let max_share_bps = p.share("max_share");
-            if max_usd.is_none() && max_share_bps.is_none() {
+            if !given {
                 p.check.err("params", "give max_usd, max_share or both");
             }
             if per_asset && p.check_scope == Some(Level::Global) {

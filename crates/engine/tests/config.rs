@@ -121,3 +121,26 @@ window = "1h"
         "{e}"
     );
 }
+
+#[test]
+fn an_invalid_share_is_one_error_and_a_missing_limit_another() {
+    let window = |params: &str| {
+        format!(
+            "[[rule]]\nid = \"w\"\nkind = \"outflow_window\"\nscope = \"wallet\"\nseverity = \"critical\"\naction = \"alert\"\n[rule.params]\nwindow = \"1h\"\nper_asset = true\n{params}\n"
+        )
+    };
+    let e = errors(&window("max_share = 1.7"));
+    let fields: Vec<&str> = e.0.iter().filter_map(|x| x.field.as_deref()).collect();
+    assert_eq!(fields, ["params.max_share"], "{e}");
+    assert!(
+        e.to_string().contains("1.7 is not a share in (0, 1]"),
+        "{e}"
+    );
+    let e = errors(&window(""));
+    let fields: Vec<&str> = e.0.iter().filter_map(|x| x.field.as_deref()).collect();
+    assert_eq!(fields, ["params"], "{e}");
+    assert!(
+        e.to_string().contains("give max_usd, max_share or both"),
+        "{e}"
+    );
+}
