@@ -624,7 +624,7 @@ fn window_exceeded(
     key: &WindowKey,
     now: Timestamp,
 ) -> Option<(Vec<(String, String)>, String)> {
-    if !window_over(w, state, rule, key, now, None) {
+    if !window_over(w, state, rule, key, now) {
         return None;
     }
     describe_window(w, state, rule, key)
@@ -632,16 +632,12 @@ fn window_exceeded(
 
 /// The cheap test of [`window_exceeded`]: no figures, no words, so a
 /// window that stays over its limit through a drain costs nothing more.
-///
-/// `known` is the scope's balance where the caller already has it (`None`:
-/// look it up).
 fn window_over(
     w: &mut SlidingWindow,
     state: &State,
     rule: &Rule,
     key: &WindowKey,
     now: Timestamp,
-    known: Option<Option<Amount>>,
 ) -> bool {
     w.advance(now);
     let (sum, applied, count) = (w.sum(), w.sum_applied(), w.count());
@@ -649,7 +645,7 @@ fn window_over(
         RuleKind::Velocity(p) => count > p.max_count,
         RuleKind::OutflowWindow(p) if p.per_asset => p
             .max_share_bps
-            .zip(known.unwrap_or_else(|| state.scope_balance(key)))
+            .zip(state.scope_balance(key))
             .is_some_and(|(limit, bal)| {
                 bps_over(sum, units(bal).saturating_add(applied), u64::from(limit))
             }),
@@ -1615,11 +1611,7 @@ impl Engine {
                         continue;
                     };
                     let wkey = *wkey;
-                    // A wallet's window of one asset is measured against the
-                    // sender's own balance of it, which is at hand.
-                    let own = matches!(wkey, WindowKey::Wallet(_, Some(_)));
-                    let known = own.then_some(balance_before);
-                    if !window_over(w, &self.state, rule, &wkey, t, known) {
+                    if !window_over(w, &self.state, rule, &wkey, t) {
                         // Nearly always nothing has fired: no key to hash.
                         if !fired.is_empty() {
                             fired.remove(&wkey);

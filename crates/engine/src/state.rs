@@ -141,9 +141,6 @@ pub(crate) struct Wallet {
     pub(crate) role: WalletRole,
     /// Assets with a known balance.
     pub(crate) assets: SmallVec<[AssetId; 4]>,
-    /// Whether withdrawal intents have been seen for it: read for every
-    /// outflow, so kept here rather than looked up in the intent book.
-    pub(crate) intents: bool,
 }
 
 /// What the engine knows of a chain's heads.
@@ -278,14 +275,13 @@ pub(crate) struct IntentBook {
 }
 
 impl IntentBook {
-    /// Adds an open intent; whether it is the first for its wallet.
-    fn add(&mut self, t: Timestamp, key: IntentKey, i: &Intent) -> bool {
+    fn add(&mut self, t: Timestamp, key: IntentKey, i: &Intent) {
         let serial = self.next_serial;
         self.next_serial += 1;
         if let Some(h) = &i.tx_hash {
             self.by_hash.insert((key.0, TxKey::of(h)), (key, serial));
         }
-        let first = self.connected.insert((key.0, key.1));
+        self.connected.insert((key.0, key.1));
         self.by_fields.entry(key).or_default().push(OpenIntent {
             serial,
             t,
@@ -293,7 +289,6 @@ impl IntentBook {
             used: false,
         });
         self.open += 1;
-        first
     }
 
     /// Whether intents have been seen for this wallet.
@@ -822,8 +817,6 @@ impl State {
             addr: a,
             role,
             assets: SmallVec::new(),
-            // Intents may have come before the wallet was declared.
-            intents: self.intents.connected(c, a),
         });
         self.wallet_idx.insert((c, a), w);
         w
@@ -1128,12 +1121,7 @@ impl State {
     }
 
     pub(crate) fn add_intent(&mut self, t: Timestamp, key: IntentKey, i: &Intent) {
-        if self.intents.add(t, key, i)
-            && let Some(w) = self.wallet(key.0, key.1)
-            && let Some(wallet) = self.wallets.get_mut(w as usize)
-        {
-            wallet.intents = true;
-        }
+        self.intents.add(t, key, i);
     }
 
     /// The intent key of an outflow's fields: its wallet's address.
@@ -1165,7 +1153,9 @@ impl State {
     }
 
     pub(crate) fn wallet_connected(&self, w: WalletIdx) -> bool {
-        self.wallets.get(w as usize).is_some_and(|w| w.intents)
+        self.wallets
+            .get(w as usize)
+            .is_some_and(|w| self.intents.connected(w.chain, w.addr))
     }
 
     /// Forgets transfers first seen longer ago than `retention` (long

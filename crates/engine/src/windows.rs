@@ -34,7 +34,6 @@ pub(crate) struct WindowStore {
     by_wallet: Vec<u32>,
     /// Slots of keys that are not a wallet's.
     by_key: FxHashMap<WindowKey, u32>,
-    live: usize,
 }
 
 impl WindowStore {
@@ -105,7 +104,6 @@ impl WindowStore {
                 self.by_key.insert(key, at);
             }
         }
-        self.live += 1;
         at as usize
     }
 
@@ -146,7 +144,6 @@ impl WindowStore {
             slot.window = SlidingWindow::new(slot.window.length());
             slot.next = NONE;
             self.free.push(at as u32);
-            self.live -= 1;
         }
     }
 
@@ -178,7 +175,7 @@ impl WindowStore {
     /// How many windows it holds.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.live
+        self.slots.iter().filter(|s| s.live).count()
     }
 }
 

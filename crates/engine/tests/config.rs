@@ -129,18 +129,17 @@ fn an_invalid_share_is_one_error_and_a_missing_limit_another() {
             "[[rule]]\nid = \"w\"\nkind = \"outflow_window\"\nscope = \"wallet\"\nseverity = \"critical\"\naction = \"alert\"\n[rule.params]\nwindow = \"1h\"\nper_asset = true\n{params}\n"
         )
     };
-    let e = errors(&window("max_share = 1.7"));
-    let fields: Vec<&str> = e.0.iter().filter_map(|x| x.field.as_deref()).collect();
-    assert_eq!(fields, ["params.max_share"], "{e}");
-    assert!(
-        e.to_string().contains("1.7 is not a share in (0, 1]"),
-        "{e}"
-    );
-    let e = errors(&window(""));
-    let fields: Vec<&str> = e.0.iter().filter_map(|x| x.field.as_deref()).collect();
-    assert_eq!(fields, ["params"], "{e}");
-    assert!(
-        e.to_string().contains("give max_usd, max_share or both"),
-        "{e}"
-    );
+    for (params, field, message) in [
+        (
+            "max_share = 1.7",
+            "params.max_share",
+            "1.7 is not a share in (0, 1]",
+        ),
+        ("", "params", "give max_usd, max_share or both"),
+    ] {
+        let e = errors(&window(params));
+        let fields: Vec<&str> = e.0.iter().filter_map(|x| x.field.as_deref()).collect();
+        assert_eq!(fields, [field], "{e}");
+        assert!(e.to_string().contains(message), "{e}");
+    }
 }
