@@ -20,8 +20,14 @@
 //! fast the watchers keep sending. A [`ControlSender`] does not keep the
 //! bus open: the engine stops once every [`BusSender`] is gone, whoever
 //! still holds a control handle.
+//!
+//! Across hosts the same events go through Kafka ([`kafka`]): each event
+//! read from the broker carries an [`Ack`], which the engine gives back
+//! once the event is evaluated and its effects are durable.
 
-use std::{fmt, time::Instant};
+pub mod kafka;
+
+use std::{fmt, sync::Arc, time::Instant};
 
 use drainguard_model::{Chain, Event};
 use tokio::sync::mpsc;
@@ -46,6 +52,49 @@ pub struct Envelope {
     pub sent_at: Instant,
     /// Set on the last event of a block: the checkpoint it completes.
     pub completes: Option<Position>,
+    /// Where the event came from, to be told once its work is durable
+    /// (events read from Kafka); `None` for the in-process bus.
+    pub ack: Option<Ack>,
+}
+
+/// Told that the work of an event is durable (its source may forget it).
+pub trait Acknowledge: Send + Sync {
+    /// The event at `offset` of `partition` is done.
+    fn acknowledge(&self, partition: i32, offset: i64);
+}
+
+/// The acknowledgement an event carries back to its source. Dropping it
+/// unacknowledged leaves the event to be delivered again.
+#[derive(Clone)]
+pub struct Ack {
+    to: Arc<dyn Acknowledge>,
+    partition: i32,
+    offset: i64,
+}
+
+impl fmt::Debug for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ack")
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+impl Ack {
+    /// An acknowledgement of the event at `offset` of `partition`.
+    pub fn new(to: Arc<dyn Acknowledge>, partition: i32, offset: i64) -> Ack {
+        Ack {
+            to,
+            partition,
+            offset,
+        }
+    }
+
+    /// The event's work is durable.
+    pub fn done(self) {
+        self.to.acknowledge(self.partition, self.offset);
+    }
 }
 
 /// What the engine receives: an event, or a control message for the
@@ -139,6 +188,19 @@ impl<C> BusSender<C> {
             event,
             sent_at: Instant::now(),
             completes,
+            ack: None,
+        };
+        self.tx.send(Message::Event(env)).await.map_err(|_| Closed)
+    }
+
+    /// Sends an event that its receiver acknowledges once its work is
+    /// durable, waiting while the bus is full.
+    pub async fn send_acked(&self, event: Event, ack: Ack) -> Result<(), Closed> {
+        let env = Envelope {
+            event,
+            sent_at: Instant::now(),
+            completes: None,
+            ack: Some(ack),
         };
         self.tx.send(Message::Event(env)).await.map_err(|_| Closed)
     }

@@ -134,6 +134,51 @@ pub(crate) fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// What a `drainguard watch` process serves: it has no engine, so only
+/// its metrics and health.
+#[derive(Clone, Debug)]
+pub(crate) struct WatchState {
+    pub(crate) metrics: Metrics,
+    pub(crate) health: Arc<Health>,
+}
+
+/// The router of a `drainguard watch` process.
+pub(crate) fn watch_router(state: WatchState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<WatchState>| async move { render(&s.metrics) }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({"status": "ok"})).into_response() }),
+        )
+        .route("/readyz", get(watch_readyz))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint: a watch process serves GET /metrics, /healthz and /readyz (the engine serves the rest)",
+            )
+        })
+        .with_state(state)
+}
+
+async fn watch_readyz(State(s): State<WatchState>) -> Response {
+    let checks = [
+        (
+            "sources_started",
+            s.health.sources_started.load(Ordering::SeqCst),
+        ),
+        (
+            "store_writable",
+            s.health.store_writable.load(Ordering::SeqCst),
+        ),
+        ("watchers_synced", s.health.watchers_synced()),
+    ];
+    ready_response(&checks)
+}
+
 pub(crate) fn error(code: StatusCode, message: impl Into<String>) -> Response {
     (code, Json(json!({"error": message.into()}))).into_response()
 }
@@ -222,7 +267,11 @@ async fn admin_reload(State(s): State<ApiState>, headers: HeaderMap) -> Response
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
-    match s.metrics.render() {
+    render(&s.metrics)
+}
+
+fn render(metrics: &Metrics) -> Response {
+    match metrics.render() {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -258,6 +307,10 @@ async fn readyz(State(s): State<ApiState>) -> Response {
         ),
         ("watchers_synced", s.health.watchers_synced()),
     ];
+    ready_response(&checks)
+}
+
+fn ready_response(checks: &[(&str, bool)]) -> Response {
     let ready = checks.iter().all(|(_, ok)| *ok);
     let body: serde_json::Map<String, serde_json::Value> = checks
         .iter()

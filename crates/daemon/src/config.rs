@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::Context;
+use drainguard_bus::kafka::KafkaSettings;
 use drainguard_engine::RuleSet;
 use drainguard_respond::{PagerConfig, Secret, WebhookConfig, webhook::Endpoint};
 use drainguard_sim::{PRESETS, SimConfig, preset};
@@ -148,13 +149,140 @@ struct RawRules {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBus {
+    #[serde(default = "default_capacity")]
     capacity: usize,
+    #[serde(default = "default_bus_kind")]
+    kind: String,
+    kafka: Option<RawKafka>,
 }
 
 impl Default for RawBus {
     fn default() -> Self {
-        RawBus { capacity: 10_000 }
+        RawBus {
+            capacity: default_capacity(),
+            kind: default_bus_kind(),
+            kafka: None,
+        }
     }
+}
+
+fn default_capacity() -> usize {
+    10_000
+}
+fn default_bus_kind() -> String {
+    "memory".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafka {
+    brokers: String,
+    #[serde(default = "default_topic")]
+    topic: String,
+    #[serde(default = "default_group")]
+    group: String,
+    #[serde(default = "default_partitions")]
+    partitions: i32,
+    #[serde(default = "default_replication")]
+    replication: i32,
+    #[serde(default = "default_delivery_timeout")]
+    delivery_timeout: String,
+}
+
+fn default_topic() -> String {
+    "drainguard.events".to_string()
+}
+fn default_group() -> String {
+    "drainguard-engine".to_string()
+}
+fn default_partitions() -> i32 {
+    6
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_delivery_timeout() -> String {
+    "5m".to_string()
+}
+
+/// Checks `[bus.kafka]`, reporting each bad field.
+fn check_kafka(raw: RawKafka, mut err: impl FnMut(&str, String)) -> Option<KafkaSettings> {
+    let mut ok = true;
+    let mut bad = |field: &str, msg: String| {
+        ok = false;
+        err(field, msg);
+    };
+    if raw.brokers.split(',').any(|b| {
+        let b = b.trim();
+        b.rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    }) {
+        bad(
+            "bus.kafka.brokers",
+            format!(
+                "{:?} is not a comma-separated list of host:port",
+                raw.brokers
+            ),
+        );
+    }
+    // Kafka's own rule for topic names.
+    if raw.topic.is_empty()
+        || raw.topic.len() > 249
+        || raw.topic == "."
+        || raw.topic == ".."
+        || !raw
+            .topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        bad(
+            "bus.kafka.topic",
+            format!(
+                "{:?} is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)",
+                raw.topic
+            ),
+        );
+    }
+    if raw.group.trim().is_empty() {
+        bad("bus.kafka.group", "must not be empty".to_string());
+    }
+    if !(1..=10_000).contains(&raw.partitions) {
+        bad(
+            "bus.kafka.partitions",
+            format!("{} is not in 1..=10000", raw.partitions),
+        );
+    }
+    if !(1..=32).contains(&raw.replication) {
+        bad(
+            "bus.kafka.replication",
+            format!("{} is not in 1..=32", raw.replication),
+        );
+    }
+    let delivery_timeout = match humantime::parse_duration(&raw.delivery_timeout) {
+        Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(24 * 3600) => d,
+        Ok(_) => {
+            bad(
+                "bus.kafka.delivery_timeout",
+                format!("{:?} is not between 1s and 24h", raw.delivery_timeout),
+            );
+            Duration::ZERO
+        }
+        Err(e) => {
+            bad(
+                "bus.kafka.delivery_timeout",
+                format!("{:?} is not a duration: {e}", raw.delivery_timeout),
+            );
+            Duration::ZERO
+        }
+    };
+    ok.then_some(KafkaSettings {
+        brokers: raw.brokers,
+        topic: raw.topic,
+        group: raw.group,
+        partitions: raw.partitions,
+        replication: raw.replication,
+        delivery_timeout,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -304,6 +432,9 @@ pub(crate) struct Config {
     pub(crate) rules_path: Option<PathBuf>,
     /// Bus capacity in events.
     pub(crate) bus_capacity: usize,
+    /// The Kafka bus, when `bus.kind = "kafka"`; `None` for the in-process
+    /// bus.
+    pub(crate) kafka: Option<KafkaSettings>,
     /// The simulator source, if enabled.
     pub(crate) sim: Option<SimSource>,
     /// The EVM chains watched.
@@ -442,6 +573,24 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
             format!("{} is not in 1..=10000000", raw.bus.capacity),
         );
     }
+    let kafka = match (raw.bus.kind.as_str(), raw.bus.kafka) {
+        ("memory", _) => None,
+        ("kafka", Some(k)) => check_kafka(k, &mut err),
+        ("kafka", None) => {
+            err(
+                "bus.kafka",
+                "missing: bus.kind = \"kafka\" needs a [bus.kafka] table with brokers".to_string(),
+            );
+            None
+        }
+        (other, _) => {
+            err(
+                "bus.kind",
+                format!("{other:?} is not one of \"memory\", \"kafka\""),
+            );
+            None
+        }
+    };
     let sim = match raw.source.sim {
         Some(s) if s.enabled => {
             let mut cfg = preset(&s.preset, s.seed);
@@ -746,6 +895,7 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
             rules_source,
             rules_path,
             bus_capacity: raw.bus.capacity,
+            kafka,
             sim,
             evm,
             webhook,

@@ -2,8 +2,10 @@
 //!
 //! One binary: `run` is the whole pipeline on one machine (the simulator
 //! as chain source, the in-process bus, the engine, the embedded store and
-//! the responders, with `/metrics` and `/healthz`); `replay` runs a
-//! scenario file through the engine in virtual time; `sim` writes a
+//! the responders, with `/metrics` and `/healthz`), or through Kafka;
+//! `watch` and `engine` are its two sides over Kafka, on different hosts;
+//! `replay` runs a scenario file through the engine in virtual time;
+//! `sim` writes a
 //! generated scenario; `check-config` validates configuration and rules;
 //! `freeze`, `outbox` and `audit` are the operator's tools.
 //! The running daemon reloads its rules on SIGHUP or an admin call.
@@ -15,11 +17,13 @@ mod config;
 mod freezes;
 mod intents;
 mod metrics;
+mod pipeline;
 mod reload;
 mod responders;
 mod run;
 mod sources;
 mod tasks;
+mod watch;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -40,6 +44,21 @@ struct Cli {
 enum Command {
     /// Run the daemon: watchers, engine, store, responders and HTTP.
     Run {
+        /// The daemon configuration.
+        #[arg(long, short, default_value = "config/drainguard.toml")]
+        config: PathBuf,
+    },
+    /// Run the chain sources only, publishing their events to Kafka
+    /// (`bus.kind = "kafka"`); engines on other hosts evaluate them.
+    Watch {
+        /// The daemon configuration.
+        #[arg(long, short, default_value = "config/drainguard.toml")]
+        config: PathBuf,
+    },
+    /// Run the engine, store, responders and HTTP API on the events in
+    /// Kafka (`bus.kind = "kafka"`), as one of the engines of the
+    /// consumer group.
+    Engine {
         /// The daemon configuration.
         #[arg(long, short, default_value = "config/drainguard.toml")]
         config: PathBuf,
@@ -80,7 +99,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Run { config } => run::run(&config),
+        Command::Run { config } => run::run(&config, run::Role::All),
+        Command::Watch { config } => run::run(&config, run::Role::Watch),
+        Command::Engine { config } => run::run(&config, run::Role::Engine),
         Command::Replay(args) => commands::replay::run(&args),
         Command::Sim(args) => commands::sim::run(&args),
         Command::CheckConfig(args) => commands::check::run(&args),

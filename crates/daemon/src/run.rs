@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, anyhow};
-use drainguard_bus::{BusReceiver, Envelope, Message};
+use drainguard_bus::{BusReceiver, Envelope, Message, kafka::KafkaMetrics};
 use drainguard_engine::{Engine, Output, Recovery};
 use drainguard_model::{EventKind, Freeze, FreezeId, Scope, Severity, Timestamp};
 use drainguard_respond::{Deliverer, metrics::DeliveryMetrics, pagerduty::PagerState};
@@ -31,9 +31,10 @@ use crate::{
     auth::{ADMIN_TOKEN_ENV, Token},
     config::{self, Config},
     metrics::Metrics,
+    pipeline,
     reload::{self, Control, Reloader, RulesSource},
     responders::{PAGER_KEY, Responders},
-    sources, tasks,
+    tasks,
 };
 
 /// Where the engine's learned state lives in the store.
@@ -49,20 +50,55 @@ const WINDOW_METRICS_MIN: Duration = Duration::from_secs(1);
 const WINDOW_METRICS_MAX: Duration = Duration::from_secs(30);
 
 /// How long shutdown may take before the daemon exits anyway.
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
 
-pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
+/// Which part of the pipeline a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Everything (`drainguard run`): over the in-process bus, or through
+    /// Kafka when `bus.kind = "kafka"`.
+    All,
+    /// The chain sources, publishing to Kafka (`drainguard watch`).
+    Watch,
+    /// The engine, store, responders and API, reading Kafka
+    /// (`drainguard engine`).
+    Engine,
+}
+
+impl Role {
+    fn command(self) -> &'static str {
+        match self {
+            Role::All => "run",
+            Role::Watch => "watch",
+            Role::Engine => "engine",
+        }
+    }
+}
+
+pub(crate) fn run(path: &Path, role: Role) -> anyhow::Result<ExitCode> {
     let config = config::load(path)
         .map_err(anyhow::Error::new)
         .with_context(|| format!("loading {}", path.display()))?;
+    if role != Role::All && config.kafka.is_none() {
+        anyhow::bail!(
+            "{}: `drainguard {}` runs one side of the pipeline over Kafka: set bus.kind = \"kafka\" and a [bus.kafka] table (or use `drainguard run`)",
+            path.display(),
+            role.command()
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("drainguard")
         .build()?;
-    rt.block_on(run_async(config))
+    rt.block_on(async move {
+        match role {
+            Role::Watch => crate::watch::run_watch(config).await,
+            Role::All | Role::Engine => run_async(config, role).await,
+        }
+    })
 }
 
-async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
+async fn run_async(config: Config, role: Role) -> anyhow::Result<ExitCode> {
     // First of all: SIGHUP's default action would end the process.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -186,48 +222,11 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         &bus_tx,
     );
 
-    // The simulator's chains start at genesis on every start.
-    let sim_records = match &config.sim {
-        Some(sim) => {
-            let records = sources::sim::prepare(sim).await?;
-            let chains: std::collections::BTreeSet<_> = records
-                .iter()
-                .filter_map(|r| {
-                    if let EventKind::Wallet(w) = &r.kind {
-                        Some(w.chain.clone())
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            for chain in chains {
-                if store.checkpoint(&chain)?.is_some() {
-                    store.rewind_checkpoint(
-                        &chain,
-                        &Checkpoint {
-                            block: 0,
-                            hash: String::new(),
-                        },
-                        "the simulator restarts its chains at genesis",
-                    )?;
-                }
-            }
-            Some(records)
-        }
-        None => None,
+    // The sources resume from the store before the engine takes it.
+    let prepared = match role {
+        Role::All => Some(pipeline::prepare(&config, &mut store).await?),
+        Role::Engine | Role::Watch => None,
     };
-
-    let evm_resume: std::collections::HashMap<String, (u64, String)> = config
-        .evm
-        .iter()
-        .filter_map(|src| {
-            store
-                .checkpoint(&src.chain.name)
-                .ok()
-                .flatten()
-                .map(|cp| (src.chain.name.to_string(), (cp.block, cp.hash)))
-        })
-        .collect();
     let engine_thread = {
         let (metrics, health) = (metrics.clone(), health.clone());
         tasks::spawn_thread("engine", move || {
@@ -255,88 +254,38 @@ async fn run_async(config: Config) -> anyhow::Result<ExitCode> {
         .context("spawning the delivery worker")?
     };
 
-    let mut sources = tokio::task::JoinSet::new();
-    let rpc_metrics = if config.evm.is_empty() {
-        None
-    } else {
-        Some(
-            drainguard_evm::EvmMetrics::register(metrics.registry())
-                .context("registering the EVM metrics")?,
-        )
+    let mut sources = pipeline::Sources::new();
+    let kafka_metrics = match &config.kafka {
+        Some(_) => Some(
+            KafkaMetrics::register(metrics.registry()).context("registering the Kafka metrics")?,
+        ),
+        None => None,
     };
-    for src in &config.evm {
-        let pool = drainguard_evm::Pool::new(
-            src.chain.name.as_str(),
-            &src.chain.endpoints,
-            src.chain.rate_limit,
-            src.timeout,
-            rpc_metrics.clone(),
-        )
-        .with_context(|| format!("source.evm {}", src.chain.name))?;
-        // Resume after the last block whose events are evaluated and durable.
-        let resume = evm_resume.get(src.chain.name.as_str()).cloned();
-        let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        health.add_watcher(crate::api::WatcherHealth {
-            chain: src.chain.name.clone(),
-            synced: synced.clone(),
-            outage: pool.outage(),
-        });
-        let watcher = drainguard_evm::EvmWatcher::new(src.chain.clone(), src.watched.clone(), pool)
-            .with_synced(synced);
-        let (bus, token) = (bus_tx.clone(), shutdown.child_token());
-        let prices = src.prices.clone();
-        tasks::spawn(&mut sources, "source.evm", async move {
-            for (asset, usd) in prices {
-                let kind = EventKind::Price(drainguard_model::PriceObs {
-                    asset: drainguard_model::Asset::new(&asset),
-                    usd: drainguard_model::Price(usd),
-                });
-                if bus
-                    .send(
-                        drainguard_model::Event {
-                            t: Timestamp::now(),
-                            kind,
-                        },
-                        None,
-                    )
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-            watcher
-                .run(resume, bus, token)
-                .await
-                .map_err(anyhow::Error::new)
-        });
-    }
-    if !config.evm.is_empty() {
-        health.sources_started.store(true, Ordering::SeqCst);
-    }
-    match (sim_records, &config.sim) {
-        (Some(records), Some(sim)) => {
-            let h = health.clone();
-            let started = move || h.sources_started.store(true, Ordering::SeqCst);
-            let (bus, token, speed) = (bus_tx.clone(), shutdown.child_token(), sim.speed);
-            tasks::spawn(
+    if let Some(prepared) = prepared {
+        let source_bus = match (&config.kafka, &kafka_metrics) {
+            (Some(k), Some(km)) => pipeline::spawn_publisher(
+                k,
+                km,
+                config.bus_capacity,
+                &config.store_path,
+                &metrics,
+                &health,
                 &mut sources,
-                "source.sim",
-                sources::sim::play(records, speed, bus, started, token),
-            );
-        }
-        _ if !config.evm.is_empty() => {}
-        _ => {
-            tracing::warn!(message = "no chain source is enabled: nothing will be watched");
-            health.sources_started.store(true, Ordering::SeqCst);
-            // The engine still serves intents and operators until shutdown:
-            // this sender keeps the bus open that long.
-            let (keep, token) = (bus_tx.clone(), shutdown.child_token());
-            tokio::spawn(async move {
-                token.cancelled().await;
-                drop(keep);
-            });
-        }
+            )?,
+            _ => bus_tx.clone(),
+        };
+        pipeline::spawn_sources(
+            &config,
+            prepared,
+            &source_bus,
+            &metrics,
+            &health,
+            &shutdown,
+            &mut sources,
+        )?;
+    }
+    if let (Some(k), Some(km)) = (&config.kafka, &kafka_metrics) {
+        pipeline::spawn_subscriber(k, km, &bus_tx, &health, &shutdown, &mut sources);
     }
     // The engine stops once every sender is gone: the sources hold theirs.
     let control = bus_tx.control_sender();
@@ -485,7 +434,7 @@ fn update_freeze_gauges(metrics: &Metrics, freezes: &[Freeze]) {
 
 /// Runs a store write, retrying while the database is busy (up to a
 /// minute); keeps `store_writable` up to date.
-fn retrying<T>(
+pub(crate) fn retrying<T>(
     health: &Health,
     mut write: impl FnMut() -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
@@ -726,6 +675,7 @@ fn engine_loop(
             event,
             sent_at,
             completes,
+            ack,
         } = match message {
             Message::Event(envelope) => envelope,
             Message::Control(Control::Tick) => {
@@ -813,6 +763,10 @@ fn engine_loop(
                 .set(i64::try_from(h.block).unwrap_or(i64::MAX));
         }
         if out.is_empty() && completes.is_none() {
+            // Evaluated, and nothing to write: its source may forget it.
+            if let Some(ack) = ack {
+                ack.done();
+            }
             continue;
         }
         if let Some(p) = &completes {
@@ -841,6 +795,10 @@ fn engine_loop(
                 .with_label_values(&[p.chain.as_str()])
                 .set(i64::try_from(p.block).unwrap_or(i64::MAX));
         }
+        // Its findings, freezes and checkpoint are in the store.
+        if let Some(ack) = ack {
+            ack.done();
+        }
         metrics
             .open_intents
             .set(i64::try_from(engine.open_intents()).unwrap_or(i64::MAX));
@@ -854,7 +812,7 @@ fn engine_loop(
 /// height with another hash, only after a reorg deeper than its
 /// confirmation depth took the checkpointed block away: the checkpoint is
 /// moved back to the block now marked, and the audit log says why.
-fn rewind_after_deep_reorg(
+pub(crate) fn rewind_after_deep_reorg(
     store: &mut Store,
     checkpoints: &std::collections::HashMap<String, Checkpoint>,
     p: &drainguard_bus::Position,
