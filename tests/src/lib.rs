@@ -11,6 +11,7 @@ pub mod anvil;
 pub mod prometheus;
 pub mod proxy;
 pub mod receivers;
+pub mod tansu;
 
 use std::{
     io::{BufRead, BufReader},
@@ -104,8 +105,15 @@ impl Daemon {
     /// daemon never inherits the suite's `DRAINGUARD_ADMIN_TOKEN`: it has
     /// one only when a test passes it here.
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+        Daemon::start_as("run", config, env)
+    }
+
+    /// Starts `drainguard <command> --config <config>` (`run`, `watch` or
+    /// `engine`) with these environment variables, and waits until its
+    /// API listens.
+    pub fn start_as(command: &str, config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
         let mut cmd = Command::new(drainguard_bin()?);
-        cmd.args(["run", "--config"])
+        cmd.args([command, "--config"])
             .arg(config)
             .env("DRAINGUARD_LOG", "info")
             .env_remove("DRAINGUARD_ADMIN_TOKEN");
@@ -117,7 +125,7 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .context("starting drainguard run")?;
+            .with_context(|| format!("starting drainguard {command}"))?;
         let stderr = child.stderr.take().context("no stderr")?;
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
@@ -142,6 +150,11 @@ impl Daemon {
             .context("no addr in the listening line")?;
         d.base_url = format!("http://{addr}");
         Ok(d)
+    }
+
+    /// Where its HTTP API listens (`127.0.0.1:PORT`).
+    pub fn api_addr(&self) -> &str {
+        self.base_url.trim_start_matches("http://")
     }
 
     /// Waits for a log line containing `needle`.

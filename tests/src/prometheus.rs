@@ -173,6 +173,21 @@ impl Prometheus {
     /// as job `drainguard`, with the alert rules files given (evaluated at
     /// the same interval).
     pub fn start(target: &str, interval: &str, rule_files: &[PathBuf]) -> anyhow::Result<Self> {
+        Prometheus::start_many(&[target], interval, rule_files)
+    }
+
+    /// Like [`Prometheus::start`], scraping several processes in one job
+    /// (a `watch` and an `engine`).
+    pub fn start_many(
+        targets: &[&str],
+        interval: &str,
+        rule_files: &[PathBuf],
+    ) -> anyhow::Result<Self> {
+        let targets = targets
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let bins = binaries()?;
         let dir = tempfile::tempdir()?;
         let rules: Vec<String> = rule_files
@@ -185,7 +200,7 @@ impl Prometheus {
             format!(
                 "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n\
                  rule_files:\n{}\nscrape_configs:\n  - job_name: drainguard\n    \
-                 static_configs:\n      - targets: [\"{target}\"]\n",
+                 static_configs:\n      - targets: [{targets}]\n",
                 rules.join("\n")
             ),
         )?;

@@ -13,7 +13,7 @@ use std::{
 };
 
 use drainguard_e2e::{
-    Daemon, anvil::Anvil, prometheus::Prometheus, prometheus::promtool, repo_root,
+    Daemon, anvil::Anvil, prometheus::Prometheus, prometheus::promtool, repo_root, tansu::Broker,
 };
 use serde_json::Value;
 
@@ -91,11 +91,12 @@ fn alert_lhs(rules: &Path) -> Vec<(String, String)> {
     out
 }
 
-fn config(dir: &Path, anvil: &Anvil) -> PathBuf {
+fn config(dir: &Path, anvil: &Anvil, bus: &str) -> PathBuf {
     drainguard_e2e::write_config(
         dir,
         &format!(
             r#"
+{bus}
 [source.sim]
 enabled = true
 preset = "coinex"
@@ -132,7 +133,7 @@ fn e2e_prometheus_panels_and_alerts_have_data_and_the_freeze_alert_fires() {
     let dir = tempfile::tempdir().unwrap();
     let mut anvil = Anvil::builder().block_time(1).spawn().unwrap();
     anvil.wait_ready().unwrap();
-    let cfg = config(dir.path(), &anvil);
+    let cfg = config(dir.path(), &anvil, "");
     let mut d = Daemon::start_with_env(
         &cfg,
         &[("DG_TEST_WEBHOOK_SECRET", "whsec-prometheus-test-0123456789")],
@@ -173,23 +174,134 @@ fn e2e_prometheus_panels_and_alerts_have_data_and_the_freeze_alert_fires() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(prom.targets_up().unwrap(), "the daemon is scraped");
-    // Every metric a dashboard names is in the daemon's /metrics.
     let (status, metrics) = d.get("/metrics").unwrap();
     assert_eq!(status, 200);
+    every_panel_and_alert_has_series(&prom, &metrics, &rules, Mode::Memory);
+    // The freeze counted is the sim's drain.
+    let active = prom.query("sum(drainguard_freezes_active)").unwrap();
+    let n: f64 = active[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{active:?}");
+}
+
+/// The same, split over Kafka as on two hosts: `drainguard watch` (the
+/// simulator and the anvil chain, publishing to a real tansu broker) and
+/// `drainguard engine` (reading the topic in its consumer group), both
+/// scraped. Every panel has series, the Kafka ones included: the consumer
+/// lag of each of the topic's three partitions among them.
+#[test]
+fn e2e_prometheus_kafka_mode_panels_and_alerts_have_data_and_the_freeze_alert_fires() {
+    let broker = Broker::start().unwrap();
+    let bus = format!(
+        "[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"{}\"\ntopic = \"drainguard.prometheus\"\npartitions = 3\n",
+        broker.bootstrap()
+    );
+    let mut anvil = Anvil::builder().block_time(1).spawn().unwrap();
+    anvil.wait_ready().unwrap();
+    let (watch_dir, engine_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let env = [("DG_TEST_WEBHOOK_SECRET", "whsec-prometheus-test-0123456789")];
+    let mut engine =
+        Daemon::start_as("engine", &config(engine_dir.path(), &anvil, &bus), &env).unwrap();
+    engine
+        .wait_for_log("kafka subscriber joined", Duration::from_secs(30))
+        .unwrap();
+    let mut watch =
+        Daemon::start_as("watch", &config(watch_dir.path(), &anvil, &bus), &env).unwrap();
+    let rules = repo_root().join("config/alerts.yml");
+    let prom = Prometheus::start_many(
+        &[engine.api_addr(), watch.api_addr()],
+        "1s",
+        std::slice::from_ref(&rules),
+    )
+    .unwrap();
+    watch
+        .wait_for_log("EVM watcher following", Duration::from_secs(30))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    anvil.reorg(1, &[]).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let firing = |prom: &Prometheus| {
+        prom.alerts()
+            .unwrap()
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "DrainguardFreezeActive" && a["state"] == "firing")
+    };
+    while !firing(&prom) {
+        assert!(
+            Instant::now() < deadline,
+            "DrainguardFreezeActive never fired: {:?}\nbroker log:\n{}",
+            prom.alerts().unwrap(),
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(prom.targets_up().unwrap(), "both processes are scraped");
+    let (status, engine_metrics) = engine.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    let (status, watch_metrics) = watch.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    every_panel_and_alert_has_series(
+        &prom,
+        &format!("{engine_metrics}{watch_metrics}"),
+        &rules,
+        Mode::Kafka,
+    );
+    let lag = prom
+        .query("drainguard_kafka_consumer_lag_messages{topic=\"drainguard.prometheus\"}")
+        .unwrap();
+    let mut partitions: Vec<_> = lag
+        .iter()
+        .map(|s| s["metric"]["partition"].as_str().unwrap().to_string())
+        .collect();
+    partitions.sort();
+    assert_eq!(partitions, ["0", "1", "2"], "{lag:?}");
+    // The drain was evaluated by the engine, from the broker.
+    let active = prom.query("sum(drainguard_freezes_active)").unwrap();
+    let n: f64 = active[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{active:?}");
+}
+
+/// Which bus the daemon under test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The in-process bus: the Kafka panels have nothing to show.
+    Memory,
+    /// Kafka: every panel has.
+    Kafka,
+}
+
+/// Whether a metric or an expression belongs to Kafka mode alone.
+fn kafka_only(text: &str) -> bool {
+    text.contains("drainguard_kafka_")
+}
+
+/// Every metric a dashboard names is in `metrics` (the scraped processes'
+/// `/metrics`, concatenated), and every panel expression and every alert's
+/// left-hand side has series (waited for a little, since rates need two
+/// samples in their window). In memory mode the Kafka panels are left out,
+/// and their metrics are checked to be absent, so the Kafka-mode test is
+/// what covers them.
+fn every_panel_and_alert_has_series(prom: &Prometheus, metrics: &str, rules: &Path, mode: Mode) {
     let names = drainguard_e2e::dashboard_metric_names().unwrap();
     assert!(names.len() >= 20, "{names:?}");
+    assert!(
+        names.iter().filter(|n| kafka_only(n)).count() >= 4,
+        "the pipeline dashboard shows the Kafka bus: {names:?}"
+    );
     for name in names {
-        assert!(
-            metrics.contains(&format!("# TYPE {name} ")),
-            "dashboard metric {name} is not in /metrics"
-        );
+        let present = metrics.contains(&format!("# TYPE {name} "));
+        if mode == Mode::Memory && kafka_only(&name) {
+            assert!(!present, "{name} is exported without Kafka");
+        } else {
+            assert!(present, "dashboard metric {name} is not in /metrics");
+        }
     }
-
-    // Every panel and every alert's left-hand side has series; waited for a
-    // little, since rates need two samples in their window.
-    let mut queries = dashboard_exprs();
+    let mut queries: Vec<_> = dashboard_exprs()
+        .into_iter()
+        .filter(|(_, q)| mode == Mode::Kafka || !kafka_only(q))
+        .collect();
     assert!(queries.len() >= 25, "{} panel expressions", queries.len());
-    for (alert, lhs) in alert_lhs(&rules) {
+    for (alert, lhs) in alert_lhs(rules) {
         queries.push((format!("alert {alert}"), lhs));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -204,8 +316,4 @@ fn e2e_prometheus_panels_and_alerts_have_data_and_the_freeze_alert_fires() {
         assert!(Instant::now() < deadline, "no series for: {empty:#?}");
         std::thread::sleep(Duration::from_secs(1));
     }
-    // The freeze counted is the sim's drain.
-    let active = prom.query("sum(drainguard_freezes_active)").unwrap();
-    let n: f64 = active[0]["value"][1].as_str().unwrap().parse().unwrap();
-    assert!(n >= 1.0, "{active:?}");
 }

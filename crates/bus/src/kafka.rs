@@ -740,10 +740,12 @@ impl Subscriber {
                     .and_then(|h| h.value)
                     .map(|v| String::from_utf8_lossy(v).into_owned())
             });
+            // Acknowledged in order with the events before it: an offset
+            // stored early would let a crash skip those.
             if let Some(id) = broadcast
                 && !seen.first(id)
             {
-                ack.done();
+                bus.pass(ack).await?;
                 continue;
             }
             match decode(m.payload().unwrap_or_default()) {
@@ -751,7 +753,7 @@ impl Subscriber {
                 Err(e) => {
                     unreadable.inc();
                     tracing::error!(message = "kafka message is not a valid record; passed over", topic = %topic, partition = m.partition(), offset = m.offset(), error = %e);
-                    ack.done();
+                    bus.pass(ack).await?;
                 }
             }
         }

@@ -109,6 +109,10 @@ pub enum Message<C> {
     Event(Envelope),
     /// A control message (its type is the engine owner's).
     Control(C),
+    /// A message read from the source that needs no evaluation (another
+    /// copy of a broadcast, or one that is not a valid record): the engine
+    /// acknowledges it in its turn, so acknowledgements stay in order.
+    Pass(Ack),
 }
 
 /// The bus was closed: the engine has stopped.
@@ -205,6 +209,12 @@ impl<C> BusSender<C> {
         self.tx.send(Message::Event(env)).await.map_err(|_| Closed)
     }
 
+    /// Sends a message that needs only acknowledging, in order behind the
+    /// events before it, waiting while the bus is full.
+    pub async fn pass(&self, ack: Ack) -> Result<(), Closed> {
+        self.tx.send(Message::Pass(ack)).await.map_err(|_| Closed)
+    }
+
     /// A handle for control messages to the same engine.
     pub fn control_sender(&self) -> ControlSender<C> {
         ControlSender {
@@ -276,6 +286,7 @@ mod tests {
                 other => panic!("unexpected event {other:?}"),
             },
             Message::Control(c) => Err(c),
+            Message::Pass(a) => panic!("unexpected pass {a:?}"),
         }
     }
 

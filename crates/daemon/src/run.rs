@@ -744,6 +744,11 @@ fn engine_loop(
                 control(c, &mut engine, &mut store, metrics, health, responders);
                 continue;
             }
+            // Everything before it is evaluated and durable.
+            Message::Pass(ack) => {
+                ack.done();
+                continue;
+            }
         };
         engine.process(&event, &mut out);
         meter.observe(metrics, &event);

@@ -1,0 +1,247 @@
+//! The bus over Kafka, against a real broker (tansu with its in-memory
+//! storage, found or installed by the test support): `drainguard watch`
+//! publishes, `drainguard engine` evaluates, and nothing is lost between
+//! them — not while the engine is down, not across its restart, not past
+//! a message that is not a valid record.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use drainguard_e2e::{Daemon, metric_sum, tansu::Broker};
+use rdkafka::{
+    ClientConfig,
+    producer::{FutureProducer, FutureRecord},
+};
+
+fn bus(broker: &Broker, topic: &str, partitions: u32) -> String {
+    format!(
+        "[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\npartitions = {partitions}\n",
+        broker.bootstrap()
+    )
+}
+
+fn watch_config(dir: &Path, bus: &str) -> PathBuf {
+    drainguard_e2e::write_config(
+        dir,
+        &format!(
+            r#"{bus}
+[source.sim]
+enabled = true
+preset = "coinex"
+seed = 5
+incident_at = "10m"
+speed = 600.0
+hours = 0.5
+"#
+        ),
+    )
+    .unwrap()
+}
+
+/// A counter's total over its series (counts are whole numbers).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "counters are non-negative integers well below 2^52"
+)]
+fn count(text: &str, prefix: &str) -> u64 {
+    metric_sum(text, prefix) as u64
+}
+
+fn metrics(d: &Daemon) -> String {
+    let (status, text) = d.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    text
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or fails with `what`.
+fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The number in `records=N` of the simulator's start line.
+fn sim_records(d: &mut Daemon) -> u64 {
+    let line = d
+        .wait_for_log("simulator playing", Duration::from_secs(30))
+        .unwrap();
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("records="))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn e2e_tansu_events_wait_in_kafka_while_the_engine_is_down_and_none_is_lost_or_evaluated_twice() {
+    let broker = Broker::start().unwrap();
+    let bus = bus(&broker, "drainguard.restart", 3);
+    let (watch_dir, engine_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let engine_cfg = drainguard_e2e::write_config(engine_dir.path(), &bus).unwrap();
+
+    // The watcher publishes a whole simulated half-day (with its drain)
+    // while no engine runs.
+    let mut watch = Daemon::start_as("watch", &watch_config(watch_dir.path(), &bus), &[]).unwrap();
+    let records = sim_records(&mut watch);
+    watch
+        .wait_for_log("simulated traffic finished", Duration::from_secs(60))
+        .unwrap();
+    let produced = wait(
+        "every message acknowledged",
+        Duration::from_secs(30),
+        || {
+            let n = count(&metrics(&watch), "drainguard_kafka_produced_total");
+            (n >= records).then_some(n)
+        },
+    );
+    assert!(
+        produced > records,
+        "declarations, heads and prices go to every partition: {produced} messages for {records} events"
+    );
+    // Each chain's checkpoint moved once the broker held its blocks.
+    let checkpoints = metrics(&watch);
+    for chain in ["ethereum", "tron", "bitcoin"] {
+        assert!(
+            metric_sum(
+                &checkpoints,
+                &format!("drainguard_chain_checkpoint_block{{chain=\"{chain}\"}}")
+            ) > 0.0,
+            "{chain} checkpoint: {checkpoints}"
+        );
+    }
+
+    // The engine comes up late, reads everything once, and freezes.
+    let mut engine = Daemon::start_as("engine", &engine_cfg, &[]).unwrap();
+    let evaluated = wait("every event evaluated", Duration::from_secs(60), || {
+        let m = metrics(&engine);
+        let n = count(&m, "drainguard_events_total");
+        (n >= records).then_some((n, m))
+    });
+    assert_eq!(
+        evaluated.0, records,
+        "each event evaluated exactly once, broadcast copies dropped"
+    );
+    assert_eq!(
+        count(&evaluated.1, "drainguard_kafka_consumed_total"),
+        produced,
+        "every message read"
+    );
+    engine
+        .wait_for_log("FREEZE raised", Duration::from_secs(10))
+        .unwrap();
+    let frozen = count(&metrics(&engine), "drainguard_freezes_active");
+    assert!(frozen >= 1, "{frozen} freezes in force");
+    // Its offsets are committed: the lag of every partition drains to 0.
+    wait(
+        "the consumer lag to reach 0",
+        Duration::from_secs(30),
+        || {
+            let m = metrics(&engine);
+            let lags: Vec<f64> = m
+                .lines()
+                .filter(|l| l.starts_with("drainguard_kafka_consumer_lag_messages{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .collect();
+            (lags.len() == 3 && lags.iter().all(|l| *l == 0.0)).then_some(())
+        },
+    );
+
+    // A restart of the engine resumes after its committed offsets: no
+    // message is read again, the freezes stand.
+    let status = engine
+        .signal_and_wait("TERM", Duration::from_secs(20))
+        .unwrap();
+    assert!(status.success(), "clean shutdown: {status}");
+    let engine = Daemon::start_as("engine", &engine_cfg, &[]).unwrap();
+    wait(
+        "the consumer lag after the restart",
+        Duration::from_secs(30),
+        || {
+            metrics(&engine)
+                .contains("drainguard_kafka_consumer_lag_messages{")
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let after = metrics(&engine);
+    assert_eq!(
+        count(&after, "drainguard_kafka_consumed_total"),
+        0,
+        "nothing read twice after a clean restart"
+    );
+    assert_eq!(
+        count(&after, "drainguard_freezes_active"),
+        frozen,
+        "the freezes stand (from the store)"
+    );
+}
+
+#[test]
+fn e2e_tansu_a_message_that_is_not_a_record_is_named_counted_and_passed_over() {
+    let broker = Broker::start().unwrap();
+    let topic = "drainguard.unreadable";
+    broker.create_topic(topic, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = drainguard_e2e::write_config(dir.path(), &bus(&broker, topic, 1)).unwrap();
+    let mut engine = Daemon::start_as("engine", &cfg, &[]).unwrap();
+    engine
+        .wait_for_log("kafka subscriber joined", Duration::from_secs(30))
+        .unwrap();
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let price = r#"{"t":"2026-01-01T00:00:00Z","kind":"price","asset":"ETH","usd":3000.0}"#;
+    let transfer = r#"{"t":"2026-01-01T00:00:01Z","kind":"transfer","chain":"ethereum","tx_hash":"0x1","index":0,"stage":"pending","from":"0xa","to":"0xb","asset":"ETH","amount":"1"}"#;
+    for payload in [
+        "this is not json",
+        transfer.replace("\"1\"", "\"-1\"").as_str(),
+        price,
+    ] {
+        rt.block_on(producer.send(
+            FutureRecord::<str, str>::to(topic).payload(payload),
+            Duration::from_secs(10),
+        ))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+
+    let m = wait(
+        "the valid record after the bad ones",
+        Duration::from_secs(30),
+        || {
+            let m = metrics(&engine);
+            (metric_sum(&m, "drainguard_events_total{chain=\"\",kind=\"price\"") >= 1.0)
+                .then_some(m)
+        },
+    );
+    assert_eq!(count(&m, "drainguard_kafka_unreadable_total"), 2);
+    assert_eq!(count(&m, "drainguard_kafka_consumed_total"), 3);
+    let first = engine
+        .wait_for_log("not a valid record", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        first.contains("partition=0") && first.contains("offset=0") && first.contains("JSON"),
+        "the log names where the message is and what is wrong: {first}"
+    );
+    let log = engine.log().join("\n");
+    assert!(
+        log.contains("offset=1") && log.contains("field `amount`"),
+        "a record with a bad field is named by its field: {log}"
+    );
+    assert!(engine.is_running(), "the engine goes on");
+}
