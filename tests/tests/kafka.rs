@@ -245,3 +245,46 @@ fn e2e_tansu_a_message_that_is_not_a_record_is_named_counted_and_passed_over() {
     );
     assert!(engine.is_running(), "the engine goes on");
 }
+
+#[test]
+fn a_bad_kafka_bus_config_names_every_field_and_the_split_commands_need_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |body: &str| {
+        let path = drainguard_e2e::write_config(dir.path(), body).unwrap();
+        let out = drainguard_e2e::drainguard(&["check-config", "--config", path.to_str().unwrap()])
+            .unwrap();
+        assert!(!out.status.success(), "refused: {body}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check(
+        "[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"nohost\"\ntopic = \"bad topic!\"\ngroup = \" \"\npartitions = 0\nreplication = 0\ndelivery_timeout = \"soon\"\n",
+    );
+    for field in [
+        "bus.kafka.brokers",
+        "bus.kafka.topic",
+        "bus.kafka.group",
+        "bus.kafka.partitions",
+        "bus.kafka.replication",
+        "bus.kafka.delivery_timeout",
+    ] {
+        assert!(
+            err.contains(&format!("field `{field}`")),
+            "{field} not named in: {err}"
+        );
+    }
+    assert!(check("[bus]\nkind = \"kafka\"\n").contains("field `bus.kafka`: missing"));
+    assert!(check("[bus]\nkind = \"rabbit\"\n").contains("field `bus.kind`"));
+
+    let memory = drainguard_e2e::write_config(dir.path(), "").unwrap();
+    for command in ["watch", "engine"] {
+        let out =
+            drainguard_e2e::drainguard(&[command, "--config", memory.to_str().unwrap()]).unwrap();
+        assert!(!out.status.success(), "{command} without Kafka");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("`drainguard {command}`"))
+                && err.contains("bus.kind = \"kafka\""),
+            "{err}"
+        );
+    }
+}

@@ -15,7 +15,7 @@ fn lists_its_commands() {
     let out = drainguard(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["run", "replay", "sim", "check-config"] {
+    for cmd in ["run", "watch", "engine", "replay", "sim", "check-config"] {
         assert!(help.contains(cmd), "{cmd} missing from --help");
     }
 }
