@@ -679,6 +679,10 @@ fn engine_loop(
         } = match message {
             Message::Event(envelope) => envelope,
             Message::Control(Control::Tick) => {
+                // Read when the tick comes out: what waits behind it.
+                metrics
+                    .bus_depth
+                    .set(i64::try_from(bus.depth()).unwrap_or(i64::MAX));
                 let now = Timestamp::now();
                 for (chain, outage) in health.outages() {
                     engine.set_outage(now, &chain, outage, &mut out);
@@ -944,4 +948,92 @@ fn act(
         update_freeze_gauges(metrics, engine.active_freezes());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use drainguard_bus::{Ack, Acknowledge};
+    use drainguard_engine::RuleSet;
+    use drainguard_model::{Chain, Event, Head};
+
+    use super::*;
+
+    /// Records what was acknowledged, in order.
+    #[derive(Default)]
+    struct Acks(Mutex<Vec<i64>>);
+
+    impl Acknowledge for Acks {
+        fn acknowledge(&self, _partition: i32, offset: i64) {
+            self.0.lock().unwrap().push(offset);
+        }
+    }
+
+    fn head(block: u64) -> Event {
+        Event {
+            t: Timestamp::from_unix_secs(1_700_000_000 + i64::try_from(block).unwrap()),
+            kind: EventKind::Head(Head {
+                chain: Chain::new("ethereum"),
+                block,
+                hash: format!("0x{block:x}"),
+            }),
+        }
+    }
+
+    /// Runs the engine loop over what `fill` puts on a bus of `capacity`.
+    fn run_loop(
+        capacity: usize,
+        fill: impl AsyncFnOnce(&drainguard_bus::BusSender<Control>),
+    ) -> Metrics {
+        let store = Store::open_in_memory().unwrap();
+        let metrics = Metrics::new().unwrap();
+        let (tx, rx) = drainguard_bus::bounded::<Control>(capacity);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(fill(&tx));
+        drop(tx);
+        let mut responders =
+            Responders::new(false, None, PagerState::default(), Arc::new(Notify::new()));
+        engine_loop(
+            Engine::new(RuleSet::builtin().unwrap()),
+            store,
+            rx,
+            &metrics,
+            &Health::default(),
+            &mut responders,
+        )
+        .unwrap();
+        metrics
+    }
+
+    #[test]
+    fn the_bus_depth_is_what_waits_behind_a_tick() {
+        let metrics = run_loop(64, async |tx| {
+            tx.control_sender().send(Control::Tick).await.unwrap();
+            for b in 1..=10 {
+                tx.send(head(b), None).await.unwrap();
+            }
+        });
+        assert_eq!(metrics.bus_depth.get(), 10);
+    }
+
+    #[test]
+    fn events_and_passed_messages_are_acknowledged_in_order_once_evaluated() {
+        let acks = Arc::new(Acks::default());
+        let to: Arc<dyn Acknowledge> = acks.clone();
+        run_loop(64, async |tx| {
+            tx.send_acked(head(1), Ack::new(to.clone(), 0, 0))
+                .await
+                .unwrap();
+            tx.pass(Ack::new(to.clone(), 0, 1)).await.unwrap();
+            tx.send_acked(head(2), Ack::new(to.clone(), 0, 2))
+                .await
+                .unwrap();
+        });
+        assert_eq!(*acks.0.lock().unwrap(), [0, 1, 2]);
+    }
 }
