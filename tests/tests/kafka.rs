@@ -288,3 +288,125 @@ fn a_bad_kafka_bus_config_names_every_field_and_the_split_commands_need_kafka() 
         );
     }
 }
+
+/// The partitions of the last assignment `d` logged, if any.
+fn assigned(d: &Daemon) -> Option<Vec<u32>> {
+    let line = d
+        .log()
+        .into_iter()
+        .rev()
+        .find(|l| l.contains("kafka partitions assigned"))?;
+    let list = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("partitions="))?;
+    let mut parts: Vec<u32> = list
+        .trim_matches('"')
+        .split(',')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    parts.sort_unstable();
+    Some(parts)
+}
+
+/// Events of these kinds the engine evaluated.
+fn evaluated(text: &str, kinds: &[&str]) -> u64 {
+    kinds
+        .iter()
+        .map(|k| {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("drainguard_events_total{")
+                        && l.contains(&format!("kind=\"{k}\""))
+                })
+                .map(|l| count(l, "drainguard_events_total"))
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+#[test]
+fn e2e_tansu_two_engines_in_one_group_share_the_wallets_and_each_event_is_evaluated_once() {
+    const BROADCAST: &[&str] = &["wallet", "head", "price"];
+    const KEYED: &[&str] = &["transfer", "intent", "balance", "approval", "admin"];
+    let broker = Broker::start().unwrap();
+    let partitions = 4;
+    let bus = bus(&broker, "drainguard.group", partitions);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let engines: Vec<Daemon> = dirs[..2]
+        .iter()
+        .map(|d| {
+            let cfg = drainguard_e2e::write_config(d.path(), &bus).unwrap();
+            Daemon::start_as("engine", &cfg, &[]).unwrap()
+        })
+        .collect();
+    // Both engines hold a share of the partitions before anything is
+    // published: no rebalance in the middle, so no event read twice.
+    let shares = wait("the group to settle", Duration::from_secs(60), || {
+        let a = assigned(&engines[0])?;
+        let b = assigned(&engines[1])?;
+        let mut all: Vec<u32> = a.iter().chain(&b).copied().collect();
+        all.sort_unstable();
+        (!a.is_empty() && !b.is_empty() && all == (0..partitions).collect::<Vec<_>>())
+            .then_some((a, b))
+    });
+
+    let mut watch = Daemon::start_as("watch", &watch_config(dirs[2].path(), &bus), &[]).unwrap();
+    let records = sim_records(&mut watch);
+    watch
+        .wait_for_log("simulated traffic finished", Duration::from_secs(60))
+        .unwrap();
+    let produced = wait(
+        "every message acknowledged",
+        Duration::from_secs(30),
+        || {
+            let n = count(&metrics(&watch), "drainguard_kafka_produced_total");
+            (n >= records).then_some(n)
+        },
+    );
+    // records = keyed + broadcast; produced = keyed + partitions x broadcast.
+    let broadcast = (produced - records) / u64::from(partitions - 1);
+    let keyed = records - broadcast;
+    let texts = wait(
+        "both engines to evaluate their share",
+        Duration::from_secs(60),
+        || {
+            let texts: Vec<String> = engines.iter().map(metrics).collect();
+            let total: u64 = texts.iter().map(|t| evaluated(t, KEYED)).sum();
+            (total >= keyed && texts.iter().all(|t| evaluated(t, BROADCAST) >= broadcast))
+                .then_some(texts)
+        },
+    );
+    let shared: Vec<u64> = texts.iter().map(|t| evaluated(t, KEYED)).collect();
+    assert_eq!(
+        shared.iter().sum::<u64>(),
+        keyed,
+        "each wallet's events evaluated by one engine, once: {shared:?}"
+    );
+    assert!(
+        shared.iter().all(|n| *n > 0),
+        "both engines have wallets: {shared:?}"
+    );
+    for t in &texts {
+        assert_eq!(
+            evaluated(t, BROADCAST),
+            broadcast,
+            "declarations, heads and prices reach every engine once"
+        );
+    }
+    let frozen: u64 = texts
+        .iter()
+        .map(|t| count(t, "drainguard_freezes_active"))
+        .sum();
+    assert!(
+        frozen >= 1,
+        "the engine holding the drained wallet froze it"
+    );
+    assert_eq!(
+        (
+            assigned(&engines[0]).unwrap(),
+            assigned(&engines[1]).unwrap()
+        ),
+        shares,
+        "no rebalance while the day played"
+    );
+}

@@ -628,7 +628,35 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for LagContext {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Rebalance;
+        let list = |tpl: &rdkafka::TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .map(|e| e.partition().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        // Which wallets this engine evaluates changes with its partitions:
+        // an operator reading the log should see it.
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(message = "kafka partitions assigned", topic = %self.topic, partitions = %list(tpl));
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(message = "kafka partitions revoked", topic = %self.topic, partitions = %list(tpl));
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(message = "kafka rebalance failed", topic = %self.topic, error = %e);
+            }
+        }
+    }
+}
 
 /// Stores an evaluated message's offset for the next commit.
 struct OffsetStore {
