@@ -69,16 +69,31 @@ fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T
     }
 }
 
-/// The number in `records=N` of the simulator's start line.
-fn sim_records(d: &mut Daemon) -> u64 {
-    let line = d
+/// Waits for a watcher's simulated day to play to its end and for the
+/// broker to acknowledge every message: the day's events (`records=N` of
+/// the simulator's start line) and the messages produced.
+fn play_day(watch: &mut Daemon) -> (u64, u64) {
+    let line = watch
         .wait_for_log("simulator playing", Duration::from_secs(30))
         .unwrap();
-    line.split_whitespace()
+    let records: u64 = line
+        .split_whitespace()
         .find_map(|w| w.strip_prefix("records="))
         .unwrap()
         .parse()
-        .unwrap()
+        .unwrap();
+    watch
+        .wait_for_log("simulated traffic finished", Duration::from_secs(60))
+        .unwrap();
+    let produced = wait(
+        "every message acknowledged",
+        Duration::from_secs(30),
+        || {
+            let n = count(&metrics(watch), "drainguard_kafka_produced_total");
+            (n >= records).then_some(n)
+        },
+    );
+    (records, produced)
 }
 
 #[test]
@@ -91,18 +106,7 @@ fn e2e_tansu_events_wait_in_kafka_while_the_engine_is_down_and_none_is_lost_or_e
     // The watcher publishes a whole simulated half-day (with its drain)
     // while no engine runs.
     let mut watch = Daemon::start_as("watch", &watch_config(watch_dir.path(), &bus), &[]).unwrap();
-    let records = sim_records(&mut watch);
-    watch
-        .wait_for_log("simulated traffic finished", Duration::from_secs(60))
-        .unwrap();
-    let produced = wait(
-        "every message acknowledged",
-        Duration::from_secs(30),
-        || {
-            let n = count(&metrics(&watch), "drainguard_kafka_produced_total");
-            (n >= records).then_some(n)
-        },
-    );
+    let (records, produced) = play_day(&mut watch);
     assert!(
         produced > records,
         "declarations, heads and prices go to every partition: {produced} messages for {records} events"
@@ -351,18 +355,7 @@ fn e2e_tansu_two_engines_in_one_group_share_the_wallets_and_each_event_is_evalua
     });
 
     let mut watch = Daemon::start_as("watch", &watch_config(dirs[2].path(), &bus), &[]).unwrap();
-    let records = sim_records(&mut watch);
-    watch
-        .wait_for_log("simulated traffic finished", Duration::from_secs(60))
-        .unwrap();
-    let produced = wait(
-        "every message acknowledged",
-        Duration::from_secs(30),
-        || {
-            let n = count(&metrics(&watch), "drainguard_kafka_produced_total");
-            (n >= records).then_some(n)
-        },
-    );
+    let (records, produced) = play_day(&mut watch);
     // records = keyed + broadcast; produced = keyed + partitions x broadcast.
     let broadcast = (produced - records) / u64::from(partitions - 1);
     let keyed = records - broadcast;

@@ -158,21 +158,7 @@ fn e2e_prometheus_panels_and_alerts_have_data_and_the_freeze_alert_fires() {
 
     // The drain comes about 2 s after start; the webhook endpoint is dead,
     // so deliveries fail and are retried.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let firing = |prom: &Prometheus| {
-        prom.alerts()
-            .unwrap()
-            .iter()
-            .any(|a| a["labels"]["alertname"] == "DrainguardFreezeActive" && a["state"] == "firing")
-    };
-    while !firing(&prom) {
-        assert!(
-            Instant::now() < deadline,
-            "DrainguardFreezeActive never fired: {:?}",
-            prom.alerts().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for_the_freeze_alert(&prom, "");
     assert!(prom.targets_up().unwrap(), "the daemon is scraped");
     let (status, metrics) = d.get("/metrics").unwrap();
     assert_eq!(status, 200);
@@ -219,22 +205,7 @@ fn e2e_prometheus_kafka_mode_panels_and_alerts_have_data_and_the_freeze_alert_fi
     std::thread::sleep(Duration::from_secs(3));
     anvil.reorg(1, &[]).unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let firing = |prom: &Prometheus| {
-        prom.alerts()
-            .unwrap()
-            .iter()
-            .any(|a| a["labels"]["alertname"] == "DrainguardFreezeActive" && a["state"] == "firing")
-    };
-    while !firing(&prom) {
-        assert!(
-            Instant::now() < deadline,
-            "DrainguardFreezeActive never fired: {:?}\nbroker log:\n{}",
-            prom.alerts().unwrap(),
-            broker.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for_the_freeze_alert(&prom, &format!("broker log:\n{}", broker.log()));
     assert!(prom.targets_up().unwrap(), "both processes are scraped");
     let (status, engine_metrics) = engine.get("/metrics").unwrap();
     assert_eq!(status, 200);
@@ -259,6 +230,26 @@ fn e2e_prometheus_kafka_mode_panels_and_alerts_have_data_and_the_freeze_alert_fi
     let active = prom.query("sum(drainguard_freezes_active)").unwrap();
     let n: f64 = active[0]["value"][1].as_str().unwrap().parse().unwrap();
     assert!(n >= 1.0, "{active:?}");
+}
+
+/// Waits (up to 90 s) for `DrainguardFreezeActive` to fire; `context` goes
+/// into the failure message.
+fn wait_for_the_freeze_alert(prom: &Prometheus, context: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let firing = || {
+        prom.alerts()
+            .unwrap()
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "DrainguardFreezeActive" && a["state"] == "firing")
+    };
+    while !firing() {
+        assert!(
+            Instant::now() < deadline,
+            "DrainguardFreezeActive never fired: {:?}\n{context}",
+            prom.alerts().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Which bus the daemon under test runs.

@@ -55,6 +55,21 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// What `/readyz` checks; a process without an engine (`watch`)
+    /// leaves the engine out.
+    fn checks(&self, engine: bool) -> Vec<(&'static str, bool)> {
+        let mut checks = vec![(
+            "sources_started",
+            self.sources_started.load(Ordering::SeqCst),
+        )];
+        if engine {
+            checks.push(("engine_running", self.engine_running.load(Ordering::SeqCst)));
+        }
+        checks.push(("store_writable", self.store_writable.load(Ordering::SeqCst)));
+        checks.push(("watchers_synced", self.watchers_synced()));
+        checks
+    }
+
     /// Whether every chain watcher has caught up (true with none).
     fn watchers_synced(&self) -> bool {
         self.watchers()
@@ -165,18 +180,7 @@ pub(crate) fn watch_router(state: WatchState) -> Router {
 }
 
 async fn watch_readyz(State(s): State<WatchState>) -> Response {
-    let checks = [
-        (
-            "sources_started",
-            s.health.sources_started.load(Ordering::SeqCst),
-        ),
-        (
-            "store_writable",
-            s.health.store_writable.load(Ordering::SeqCst),
-        ),
-        ("watchers_synced", s.health.watchers_synced()),
-    ];
-    ready_response(&checks)
+    ready_response(&s.health.checks(false))
 }
 
 pub(crate) fn error(code: StatusCode, message: impl Into<String>) -> Response {
@@ -292,22 +296,7 @@ async fn healthz(State(s): State<ApiState>) -> Response {
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
-    let checks = [
-        (
-            "sources_started",
-            s.health.sources_started.load(Ordering::SeqCst),
-        ),
-        (
-            "engine_running",
-            s.health.engine_running.load(Ordering::SeqCst),
-        ),
-        (
-            "store_writable",
-            s.health.store_writable.load(Ordering::SeqCst),
-        ),
-        ("watchers_synced", s.health.watchers_synced()),
-    ];
-    ready_response(&checks)
+    ready_response(&s.health.checks(true))
 }
 
 fn ready_response(checks: &[(&str, bool)]) -> Response {

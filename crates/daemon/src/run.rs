@@ -113,18 +113,7 @@ async fn run_async(config: Config, role: Role) -> anyhow::Result<ExitCode> {
         .set(i64::try_from(config.bus_capacity).unwrap_or(i64::MAX));
     let health = Arc::new(Health::default());
 
-    if let Some(dir) = config
-        .store_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut store = Store::open(&config.store_path)
-        .with_context(|| format!("opening the store {}", config.store_path.display()))?;
-    health
-        .store_writable
-        .store(store.is_writable(), Ordering::SeqCst);
+    let mut store = open_store(&config.store_path, &health)?;
     let mut engine = Engine::new(config.rules.clone());
     // The blind rules go by each watched chain's configured block time, not
     // by one learned from a catch-up's heads.
@@ -309,37 +298,25 @@ async fn run_async(config: Config, role: Role) -> anyhow::Result<ExitCode> {
     });
     drop(bus_tx);
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding api.listen {}", config.listen))?;
-    tracing::info!(message = "HTTP API listening", addr = %listener.local_addr()?);
-    let mut api = tokio::task::JoinSet::new();
-    {
-        if admin_token.is_some() {
-            tracing::info!(message = "admin API enabled", token_from = ADMIN_TOKEN_ENV);
-        } else {
-            tracing::info!(
-                message = "admin API disabled: no admin token in the environment",
-                token_from = ADMIN_TOKEN_ENV
-            );
-        }
-        let router = api::router(ApiState {
-            metrics: metrics.clone(),
-            health: health.clone(),
-            reloader: reloader.clone(),
-            admin_token,
-            intents_token,
-            control: control.clone(),
-            store: api_store,
-            wake: wake.clone(),
-        });
-        let token = shutdown.clone();
-        tasks::spawn(&mut api, "api", async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-        });
+    if admin_token.is_some() {
+        tracing::info!(message = "admin API enabled", token_from = ADMIN_TOKEN_ENV);
+    } else {
+        tracing::info!(
+            message = "admin API disabled: no admin token in the environment",
+            token_from = ADMIN_TOKEN_ENV
+        );
     }
+    let router = api::router(ApiState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        reloader: reloader.clone(),
+        admin_token,
+        intents_token,
+        control: control.clone(),
+        store: api_store,
+        wake: wake.clone(),
+    });
+    let mut api = serve(config.listen, router, &shutdown).await?;
 
     let mut failed = false;
     // Reloads run beside this loop, so a slow one never holds up SIGTERM;
@@ -366,11 +343,7 @@ async fn run_async(config: Config, role: Role) -> anyhow::Result<ExitCode> {
             _ = term.recv() => { tracing::info!(message = "SIGTERM: shutting down"); break }
             _ = int.recv() => { tracing::info!(message = "SIGINT: shutting down"); break }
             Some(done) = sources.join_next() => {
-                match done {
-                    Ok(Ok(())) => tracing::info!(message = "source finished"),
-                    Ok(Err(e)) => { failed = true; tracing::error!(message = "source failed", error = format!("{e:#}")) }
-                    Err(e) => { failed = true; tracing::error!(message = "source panicked", error = %e) }
-                }
+                failed = source_failed(done);
                 break;
             }
         }
@@ -418,6 +391,57 @@ async fn run_async(config: Config, role: Role) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+    }
+}
+
+/// Binds the HTTP API and serves it until shutdown.
+pub(crate) async fn serve(
+    listen: std::net::SocketAddr,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinSet<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding api.listen {listen}"))?;
+    tracing::info!(message = "HTTP API listening", addr = %listener.local_addr()?);
+    let mut api = tokio::task::JoinSet::new();
+    let token = shutdown.clone();
+    tasks::spawn(&mut api, "api", async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+    });
+    Ok(api)
+}
+
+/// Opens the store, creating its folder on first start.
+pub(crate) fn open_store(path: &Path, health: &Health) -> anyhow::Result<Store> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let store =
+        Store::open(path).with_context(|| format!("opening the store {}", path.display()))?;
+    health
+        .store_writable
+        .store(store.is_writable(), Ordering::SeqCst);
+    Ok(store)
+}
+
+/// Logs how a source task ended; whether it failed.
+pub(crate) fn source_failed(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> bool {
+    match done {
+        Ok(Ok(())) => {
+            tracing::info!(message = "source finished");
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::error!(message = "source failed", error = format!("{e:#}"));
+            true
+        }
+        Err(e) => {
+            tracing::error!(message = "source panicked", error = %e);
+            true
         }
     }
 }

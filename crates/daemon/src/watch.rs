@@ -3,11 +3,10 @@
 //! own store, moving each only once the broker holds the whole block, and
 //! serves `/metrics`, `/healthz` and `/readyz`.
 
-use std::{process::ExitCode, sync::Arc, sync::atomic::Ordering};
+use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use drainguard_bus::kafka::KafkaMetrics;
-use drainguard_store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +14,7 @@ use crate::{
     api::{self, Health, WatchState},
     config::Config,
     metrics::Metrics,
-    pipeline, tasks,
+    pipeline,
 };
 
 pub(crate) async fn run_watch(config: Config) -> anyhow::Result<ExitCode> {
@@ -31,18 +30,7 @@ pub(crate) async fn run_watch(config: Config) -> anyhow::Result<ExitCode> {
     let kafka_metrics =
         KafkaMetrics::register(metrics.registry()).context("registering the Kafka metrics")?;
     let health = Arc::new(Health::default());
-    if let Some(dir) = config
-        .store_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut store = Store::open(&config.store_path)
-        .with_context(|| format!("opening the store {}", config.store_path.display()))?;
-    health
-        .store_writable
-        .store(store.is_writable(), Ordering::SeqCst);
+    let mut store = crate::run::open_store(&config.store_path, &health)?;
     let prepared = pipeline::prepare(&config, &mut store).await?;
     drop(store);
     tracing::info!(
@@ -76,23 +64,11 @@ pub(crate) async fn run_watch(config: Config) -> anyhow::Result<ExitCode> {
     // The publisher stops once the sources' senders are all gone.
     drop(bus);
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding api.listen {}", config.listen))?;
-    tracing::info!(message = "HTTP API listening", addr = %listener.local_addr()?);
-    let mut api = tokio::task::JoinSet::new();
-    {
-        let router = api::watch_router(WatchState {
-            metrics: metrics.clone(),
-            health: health.clone(),
-        });
-        let token = shutdown.clone();
-        tasks::spawn(&mut api, "api", async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-        });
-    }
+    let router = api::watch_router(WatchState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+    });
+    let mut api = crate::run::serve(config.listen, router, &shutdown).await?;
 
     let mut failed = false;
     loop {
@@ -101,11 +77,7 @@ pub(crate) async fn run_watch(config: Config) -> anyhow::Result<ExitCode> {
             _ = term.recv() => { tracing::info!(message = "SIGTERM: shutting down"); break }
             _ = int.recv() => { tracing::info!(message = "SIGINT: shutting down"); break }
             Some(done) = sources.join_next() => {
-                match done {
-                    Ok(Ok(())) => tracing::info!(message = "source finished"),
-                    Ok(Err(e)) => { failed = true; tracing::error!(message = "source failed", error = format!("{e:#}")) }
-                    Err(e) => { failed = true; tracing::error!(message = "source panicked", error = %e) }
-                }
+                failed = crate::run::source_failed(done);
                 break;
             }
         }
