@@ -755,9 +755,13 @@ impl Subscriber {
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
-                    // The client reconnects by itself; say so once a time.
+                    // The client reconnects by itself; a pause keeps a
+                    // broker outage from flooding the log.
                     tracing::warn!(message = "kafka consumer error", topic = %topic, error = %e);
-                    continue;
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
                 }
             };
             consumed.inc();
