@@ -216,10 +216,12 @@ pub async fn ensure_topic(settings: &KafkaSettings) -> Result<i32, KafkaError> {
         TopicReplication::Fixed(settings.replication),
     );
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-    let results = admin
-        .create_topics([&new], &options)
-        .await
-        .map_err(|e| topic_error(format!("creating: {e}")))?;
+    let results = admin.create_topics([&new], &options).await.map_err(|e| {
+        topic_error(format!(
+            "creating it on {}: {e} (is a broker reachable there?)",
+            settings.brokers
+        ))
+    })?;
     for r in results {
         match r {
             Ok(_) => {
@@ -244,7 +246,10 @@ async fn partitions_of<C: ClientContext>(
             .fetch_metadata(Some(&settings.topic), Duration::from_secs(5))
             .map_err(|e| KafkaError::Topic {
                 topic: settings.topic.clone(),
-                message: format!("reading its metadata: {e}"),
+                message: format!(
+                    "reading its metadata from {}: {e} (is a broker reachable there?)",
+                    settings.brokers
+                ),
             })?;
         let n = md
             .topics()
