@@ -283,20 +283,28 @@ fn e2e_webhook_endpoint_down_then_up_gets_every_freeze() {
     rx.restart().unwrap();
     let ids = wait_all_delivered(dir.path(), &rx);
     assert!(rx.rejected().is_empty(), "{:?}", rx.rejected());
-    let (status, metrics) = d.get("/metrics").unwrap();
-    assert_eq!(status, 200);
+    // The receiver records a freeze before it answers, and the daemon
+    // observes the latency once the answer is in: wait for that too.
+    let mut metrics = String::new();
+    wait_until(
+        "a delivery latency for every freeze",
+        Duration::from_secs(10),
+        || {
+            let (status, text) = d.get("/metrics").unwrap();
+            assert_eq!(status, 200);
+            metrics = text;
+            drainguard_e2e::metric_sum(
+                &metrics,
+                "drainguard_delivery_latency_seconds_count{channel=\"webhook\"}",
+            ) >= ids.len() as f64
+        },
+    );
     assert!(
         drainguard_e2e::metric_sum(
             &metrics,
             "drainguard_delivery_attempts_total{channel=\"webhook\",outcome=\"retry\"}"
         ) >= 1.0,
         "{metrics}"
-    );
-    assert!(
-        drainguard_e2e::metric_sum(
-            &metrics,
-            "drainguard_delivery_latency_seconds_count{channel=\"webhook\"}"
-        ) >= ids.len() as f64
     );
 }
 
