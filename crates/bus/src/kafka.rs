@@ -5,8 +5,9 @@
 //! wallet they concern, so one wallet's events stay in order on one
 //! partition and several engines in one consumer group share the wallets.
 //! Events that every engine needs (wallet declarations, chain heads,
-//! prices) go to every partition, each copy stamped with one broadcast id
-//! so an engine that reads several partitions evaluates it once.
+//! prices) go to every partition, and a move between two of the exchange's
+//! wallets to both wallets' partitions; the copies of one event carry one
+//! id, so an engine that reads several partitions evaluates it once.
 //!
 //! Nothing is acknowledged before it is durable, end to end:
 //! - a block's checkpoint is handed back to the watcher only once the
@@ -59,11 +60,12 @@ pub mod metric {
     pub const CONSUMER_LAG: &str = "drainguard_kafka_consumer_lag_messages";
 }
 
-/// The header carrying a broadcast copy's id.
-const BROADCAST_HEADER: &str = "drainguard-broadcast";
-/// How many broadcast ids an engine remembers to drop the other copies:
-/// far more than can be in flight between partitions.
-const BROADCAST_MEMORY: usize = 65_536;
+/// The header carrying the id of an event sent more than once (to every
+/// partition, or to two wallets' partitions).
+const COPY_HEADER: &str = "drainguard-copy";
+/// How many copy ids an engine remembers to drop the other copies: far
+/// more than can be in flight between partitions.
+const COPY_MEMORY: usize = 65_536;
 /// How often the client reports its statistics (the consumer lag).
 const STATS_EVERY: Duration = Duration::from_secs(2);
 /// Messages produced but not yet acknowledged by the broker, at most: the
@@ -277,6 +279,10 @@ async fn partitions_of<C: ClientContext>(
 enum Route {
     /// The partition of this key (the wallet's address).
     Keyed(String),
+    /// The partitions of both keys: a move between two of the exchange's
+    /// wallets is an outflow of one and an inflow (a new balance) of the
+    /// other, whichever engines hold them.
+    Both(String, String),
     /// Every partition (a wallet declaration, a head, a price).
     Broadcast,
 }
@@ -300,13 +306,16 @@ impl Router {
             EventKind::Head(_) | EventKind::Price(_) => Route::Broadcast,
             EventKind::Balance(b) => key(&b.wallet),
             EventKind::Intent(i) => key(&i.wallet),
-            // An outflow (or a move between two of the exchange's wallets)
-            // goes with its sender, an inflow with its receiver.
+            // An outflow goes with its sender, an inflow with its receiver,
+            // a move between two of the exchange's wallets with both.
             EventKind::Transfer(t) => {
-                if self.wallets.contains(&(t.chain.clone(), t.from.clone())) {
-                    key(&t.from)
-                } else {
-                    key(&t.to)
+                let ours = |a: &Address| self.wallets.contains(&(t.chain.clone(), a.clone()));
+                match (ours(&t.from), ours(&t.to)) {
+                    (true, true) if t.from != t.to => {
+                        Route::Both(t.from.as_str().to_string(), t.to.as_str().to_string())
+                    }
+                    (true, _) => key(&t.from),
+                    (false, _) => key(&t.to),
                 }
             }
             EventKind::Approval(a) => key(&a.owner),
@@ -518,24 +527,37 @@ impl Publisher {
                     .payload(payload.as_slice());
                 Ok(vec![self.enqueue(record).await?])
             }
+            Route::Both(from, to) => {
+                let id = self.copy_id();
+                let mut out = Vec::with_capacity(2);
+                for key in [&from, &to] {
+                    let record = FutureRecord::<str, [u8]>::to(&self.settings.topic)
+                        .key(key.as_str())
+                        .payload(payload.as_slice())
+                        .headers(copy_header(&id));
+                    out.push(self.enqueue(record).await?);
+                }
+                Ok(out)
+            }
             Route::Broadcast => {
-                self.seq += 1;
-                let id = format!("{}:{}", self.run_id, self.seq);
+                let id = self.copy_id();
                 let mut out = Vec::with_capacity(usize::try_from(self.partitions).unwrap_or(1));
                 for p in 0..self.partitions {
-                    let headers = OwnedHeaders::new().insert(Header {
-                        key: BROADCAST_HEADER,
-                        value: Some(&id),
-                    });
                     let record = FutureRecord::<str, [u8]>::to(&self.settings.topic)
                         .partition(p)
                         .payload(payload.as_slice())
-                        .headers(headers);
+                        .headers(copy_header(&id));
                     out.push(self.enqueue(record).await?);
                 }
                 Ok(out)
             }
         }
+    }
+
+    /// A new id for the copies of one event.
+    fn copy_id(&mut self) -> String {
+        self.seq += 1;
+        format!("{}:{}", self.run_id, self.seq)
     }
 
     /// Queues a record, waiting while the producer's queue is full.
@@ -559,6 +581,14 @@ impl Publisher {
             }
         }
     }
+}
+
+/// The header marking one copy of an event sent more than once.
+fn copy_header(id: &str) -> OwnedHeaders {
+    OwnedHeaders::new().insert(Header {
+        key: COPY_HEADER,
+        value: Some(id),
+    })
 }
 
 /// Waits for the broker's acknowledgements in the order the messages were
@@ -751,7 +781,7 @@ impl Subscriber {
         });
         let consumed = self.metrics.consumed.with_label_values(&[topic.as_str()]);
         let unreadable = self.metrics.unreadable.with_label_values(&[topic.as_str()]);
-        let mut seen = SeenBroadcasts::default();
+        let mut seen = SeenCopies::default();
         loop {
             let m = tokio::select! {
                 () = token.cancelled() => break,
@@ -771,15 +801,15 @@ impl Subscriber {
             };
             consumed.inc();
             let ack = Ack::new(acks.clone(), m.partition(), m.offset());
-            let broadcast = m.headers().and_then(|h| {
+            let copy = m.headers().and_then(|h| {
                 h.iter()
-                    .find(|h| h.key == BROADCAST_HEADER)
+                    .find(|h| h.key == COPY_HEADER)
                     .and_then(|h| h.value)
                     .map(|v| String::from_utf8_lossy(v).into_owned())
             });
             // Acknowledged in order with the events before it: an offset
             // stored early would let a crash skip those.
-            if let Some(id) = broadcast
+            if let Some(id) = copy
                 && !seen.first(id)
             {
                 bus.pass(ack).await?;
@@ -798,20 +828,20 @@ impl Subscriber {
     }
 }
 
-/// The broadcast ids seen lately, oldest first out.
+/// The copy ids seen lately, oldest first out.
 #[derive(Debug, Default)]
-struct SeenBroadcasts {
+struct SeenCopies {
     set: HashSet<String>,
     order: VecDeque<String>,
 }
 
-impl SeenBroadcasts {
+impl SeenCopies {
     /// Whether this is the first copy seen.
     fn first(&mut self, id: String) -> bool {
         if self.set.contains(&id) {
             return false;
         }
-        if self.order.len() >= BROADCAST_MEMORY
+        if self.order.len() >= COPY_MEMORY
             && let Some(old) = self.order.pop_front()
         {
             self.set.remove(&old);
@@ -830,6 +860,7 @@ fn by_key(events: &[Event]) -> std::collections::HashMap<String, Vec<&'static st
     for e in events {
         let key = match router.route(&e.kind) {
             Route::Keyed(k) => k,
+            Route::Both(a, b) => format!("{a}+{b}"),
             Route::Broadcast => "*".to_string(),
         };
         out.entry(key).or_default().push(e.kind.name());
@@ -886,18 +917,25 @@ mod tests {
         };
         let events = [
             wallet("0xhot"),
+            wallet("0xcold"),
             transfer("0xhot", "0xthief"),
             transfer("0xuser", "0xhot"),
+            transfer("0xcold", "0xhot"),
             head,
         ];
         let got = by_key(&events);
-        assert_eq!(got["*"], ["wallet", "head"]);
+        assert_eq!(got["*"], ["wallet", "wallet", "head"]);
         assert_eq!(
             got["0xhot"],
             ["transfer", "transfer"],
             "an outflow goes with its sender, an inflow with its receiver"
         );
-        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got["0xcold+0xhot"],
+            ["transfer"],
+            "a top-up from cold to hot reaches both wallets' engines"
+        );
+        assert_eq!(got.len(), 3, "{got:?}");
     }
 
     #[test]
@@ -949,18 +987,18 @@ mod tests {
     }
 
     #[test]
-    fn a_broadcast_is_evaluated_once_however_many_copies_arrive() {
-        let mut seen = SeenBroadcasts::default();
+    fn an_event_sent_more_than_once_is_evaluated_once_however_many_copies_arrive() {
+        let mut seen = SeenCopies::default();
         assert!(seen.first("r:1".into()));
         assert!(!seen.first("r:1".into()));
         assert!(seen.first("r:2".into()));
-        for i in 3..(BROADCAST_MEMORY as u64 + 3) {
+        for i in 3..(COPY_MEMORY as u64 + 3) {
             assert!(seen.first(format!("r:{i}")));
         }
         assert!(
             seen.first("r:1".into()),
             "the oldest ids are forgotten, so memory stays bounded"
         );
-        assert!(seen.set.len() <= BROADCAST_MEMORY);
+        assert!(seen.set.len() <= COPY_MEMORY);
     }
 }
