@@ -275,6 +275,42 @@ impl Daemon {
         Ok((status, text))
     }
 
+    /// POSTs a body one byte over `limit` (announcing twice the limit) and
+    /// reads the answer's status. The daemon answers 413 once it has read
+    /// past its limit and then closes the connection: a client still
+    /// writing at that moment would get a broken pipe, or a reset that
+    /// discards the answer, so this one writes only what the daemon reads.
+    pub fn post_over_limit(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        limit: usize,
+    ) -> anyhow::Result<u16> {
+        use std::io::{Read, Write};
+        let addr = self.api_addr();
+        let mut conn =
+            std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            limit * 2
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        conn.write_all(head.as_bytes())
+            .and_then(|()| conn.write_all(&vec![b' '; limit + 1]))
+            .with_context(|| format!("POST {path}"))?;
+        let mut answer = [0u8; 64];
+        let n = conn.read(&mut answer).context("reading the answer")?;
+        let line = String::from_utf8_lossy(&answer[..n]);
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .with_context(|| format!("no status in {line:?}"))
+    }
+
     /// Sends a signal (`TERM`, `INT`, `KILL`) and waits for the exit.
     pub fn signal_and_wait(
         mut self,
