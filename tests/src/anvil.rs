@@ -131,15 +131,7 @@ fn anvil_version(bin: &Path) -> anyhow::Result<String> {
 /// version is already there, under a file lock so that test processes
 /// running at once share one install instead of racing npm on one folder.
 fn install_anvil() -> anyhow::Result<PathBuf> {
-    let prefix = crate::repo_root()
-        .join("target")
-        .join("tools")
-        .join("anvil");
-    std::fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
-    let lock_path = prefix.join(".install.lock");
-    let lock = std::fs::File::create(&lock_path)
-        .with_context(|| format!("creating {}", lock_path.display()))?;
-    lock.lock().context("locking the anvil install")?;
+    let (prefix, lock) = crate::locked_tool_dir("anvil")?;
     let bin = installed_binary(&prefix);
     // Checked only now, under the lock: another process may have been
     // halfway through an install when this one looked.

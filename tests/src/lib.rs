@@ -65,6 +65,20 @@ pub fn drainguard_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// `<repo>/target/tools/<name>/`, created, with its install lock held
+/// until the returned file is dropped: test processes running at once
+/// share one install of a component instead of racing on one folder.
+pub fn locked_tool_dir(name: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    let dir = repo_root().join("target").join("tools").join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock_path = dir.join(".install.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking the {name} install"))?;
+    Ok((dir, lock))
+}
+
 /// Writes `dir/drainguard.toml` for a test: the API on a free loopback
 /// port and the store inside `dir`, then `body` (sources, responders).
 pub fn write_config(dir: &Path, body: &str) -> anyhow::Result<PathBuf> {

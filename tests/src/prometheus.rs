@@ -86,15 +86,7 @@ pub fn promtool(args: &[&str]) -> anyhow::Result<String> {
 /// Downloads Debian's package with apt (refreshing the package lists once
 /// if the first try fails) and unpacks it with `dpkg -x`, under a lock.
 fn unpack() -> anyhow::Result<PathBuf> {
-    let root = crate::repo_root()
-        .join("target")
-        .join("tools")
-        .join("prometheus");
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let lock_path = root.join(".install.lock");
-    let lock = std::fs::File::create(&lock_path)
-        .with_context(|| format!("creating {}", lock_path.display()))?;
-    lock.lock().context("locking the prometheus install")?;
+    let (root, lock) = crate::locked_tool_dir("prometheus")?;
     let bin_dir = root.join("usr").join("bin");
     if !bin_dir.join("prometheus").is_file() || !bin_dir.join("promtool").is_file() {
         let debs = root.join("deb");

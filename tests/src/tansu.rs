@@ -170,15 +170,7 @@ fn run_ok(bin: &Path, args: &[&str], dir: Option<&Path>) -> anyhow::Result<Strin
 /// Installs tansu with cargo under `<repo>/target/tools/tansu/` unless a
 /// usable binary is already there, under a lock.
 fn install() -> anyhow::Result<PathBuf> {
-    let root = crate::repo_root()
-        .join("target")
-        .join("tools")
-        .join("tansu");
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let lock_path = root.join(".install.lock");
-    let lock = std::fs::File::create(&lock_path)
-        .with_context(|| format!("creating {}", lock_path.display()))?;
-    lock.lock().context("locking the tansu install")?;
+    let (root, lock) = crate::locked_tool_dir("tansu")?;
     let bin = root.join("bin").join("tansu");
     // Checked only now, under the lock: another process may have been
     // halfway through an install when this one looked.
