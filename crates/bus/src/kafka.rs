@@ -24,13 +24,13 @@
 //! same strict reader as a scenario file.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use drainguard_model::{Address, Chain, Event, EventKind};
-use drainguard_sim::{Record, ScenarioReader, record_to_json};
+use drainguard_sim::{ScenarioReader, event_to_json};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::{
     ClientConfig, ClientContext, Message as _, Statistics,
@@ -292,7 +292,7 @@ enum Route {
 /// sources send before any transfer of theirs.
 #[derive(Debug, Default)]
 struct Router {
-    wallets: HashSet<(Chain, Address)>,
+    wallets: HashMap<Chain, HashSet<Address>>,
 }
 
 impl Router {
@@ -300,7 +300,10 @@ impl Router {
         let key = |a: &Address| Route::Keyed(a.as_str().to_string());
         match kind {
             EventKind::Wallet(w) => {
-                self.wallets.insert((w.chain.clone(), w.address.clone()));
+                self.wallets
+                    .entry(w.chain.clone())
+                    .or_default()
+                    .insert(w.address.clone());
                 Route::Broadcast
             }
             EventKind::Head(_) | EventKind::Price(_) => Route::Broadcast,
@@ -309,7 +312,7 @@ impl Router {
             // An outflow goes with its sender, an inflow with its receiver,
             // a move between two of the exchange's wallets with both.
             EventKind::Transfer(t) => {
-                let ours = |a: &Address| self.wallets.contains(&(t.chain.clone(), a.clone()));
+                let ours = |a: &Address| self.wallets.get(&t.chain).is_some_and(|w| w.contains(a));
                 match (ours(&t.from), ours(&t.to)) {
                     (true, true) if t.from != t.to => {
                         Route::Both(t.from.as_str().to_string(), t.to.as_str().to_string())
@@ -328,13 +331,8 @@ impl Router {
 /// asset's decimals, which a scenario leaves at 18: the record's amount
 /// strings carry the exact base units either way, and `decimals` says
 /// what a base unit is (an EVM watcher's USDT has 6).
-pub fn encode(event: &Event) -> Vec<u8> {
-    let record = Record {
-        t: event.t,
-        kind: event.kind.clone(),
-        label: None,
-    };
-    let mut map = record_to_json(&record);
+pub fn encode(event: &Event) -> Result<Vec<u8>, serde_json::Error> {
+    let mut map = event_to_json(event.t, &event.kind, None);
     match &event.kind {
         EventKind::Transfer(t) => {
             map.insert(DECIMALS.into(), t.decimals.into());
@@ -355,8 +353,7 @@ pub fn encode(event: &Event) -> Vec<u8> {
         }
         _ => {}
     }
-    // A map of strings and numbers always serializes.
-    serde_json::to_vec(&map).unwrap_or_default()
+    serde_json::to_vec(&map)
 }
 
 /// The field carrying the decimals of a message's amounts.
@@ -519,7 +516,12 @@ impl Publisher {
 
     /// Hands one event to the producer: once, or once per partition.
     async fn produce(&mut self, event: &Event) -> Result<Vec<DeliveryFuture>, KafkaError> {
-        let payload = encode(event);
+        // Cannot fail for a map of strings and numbers; were it to, the
+        // watcher stops short of the event rather than send it empty.
+        let payload = encode(event).map_err(|e| KafkaError::Topic {
+            topic: self.settings.topic.clone(),
+            message: format!("encoding a {} event: {e}", event.kind.name()),
+        })?;
         match self.router.route(&event.kind) {
             Route::Keyed(key) => {
                 let record = FutureRecord::<str, [u8]>::to(&self.settings.topic)
@@ -852,26 +854,25 @@ impl SeenCopies {
     }
 }
 
-/// Event kinds per key, for tests of the routing.
-#[cfg(test)]
-fn by_key(events: &[Event]) -> std::collections::HashMap<String, Vec<&'static str>> {
-    let mut router = Router::default();
-    let mut out = std::collections::HashMap::<String, Vec<&'static str>>::new();
-    for e in events {
-        let key = match router.route(&e.kind) {
-            Route::Keyed(k) => k,
-            Route::Both(a, b) => format!("{a}+{b}"),
-            Route::Broadcast => "*".to_string(),
-        };
-        out.entry(key).or_default().push(e.kind.name());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use drainguard_model::{Amount, Asset, Head, Stage, Timestamp, Transfer, TxHash, WalletDecl};
+
+    /// Event kinds per key, for tests of the routing.
+    fn by_key(events: &[Event]) -> HashMap<String, Vec<&'static str>> {
+        let mut router = Router::default();
+        let mut out = HashMap::<String, Vec<&'static str>>::new();
+        for e in events {
+            let key = match router.route(&e.kind) {
+                Route::Keyed(k) => k,
+                Route::Both(a, b) => format!("{a}+{b}"),
+                Route::Broadcast => "*".to_string(),
+            };
+            out.entry(key).or_default().push(e.kind.name());
+        }
+        out
+    }
 
     fn wallet(a: &str) -> Event {
         Event {
@@ -941,7 +942,7 @@ mod tests {
     #[test]
     fn a_message_is_one_record_and_decodes_to_the_same_event_decimals_and_all() {
         let e = transfer("0xhot", "0xthief");
-        let bytes = encode(&e);
+        let bytes = encode(&e).unwrap();
         assert!(!bytes.contains(&b'\n'));
         assert_eq!(decode(&bytes), Ok(e), "a 6-decimal amount stays exact");
         let mut w = wallet("0xhot");
@@ -954,7 +955,7 @@ mod tests {
                 decimals: 6,
             });
         }
-        assert_eq!(decode(&encode(&w)), Ok(w));
+        assert_eq!(decode(&encode(&w).unwrap()), Ok(w));
     }
 
     #[test]
@@ -969,7 +970,7 @@ mod tests {
 
     #[test]
     fn a_message_that_is_not_one_record_is_refused_with_its_cause() {
-        let e = encode(&transfer("0xhot", "0xthief"));
+        let e = encode(&transfer("0xhot", "0xthief")).unwrap();
         let mut two = e.clone();
         two.push(b'\n');
         two.extend_from_slice(&e);

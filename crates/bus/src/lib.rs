@@ -44,7 +44,7 @@ pub struct Position {
 }
 
 /// One event on the bus.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Envelope {
     /// The event.
     pub event: Event,
@@ -63,9 +63,9 @@ pub trait Acknowledge: Send + Sync {
     fn acknowledge(&self, partition: i32, offset: i64);
 }
 
-/// The acknowledgement an event carries back to its source. Dropping it
-/// unacknowledged leaves the event to be delivered again.
-#[derive(Clone)]
+/// The acknowledgement an event carries back to its source, once (it is
+/// not `Clone`). Dropping it unacknowledged leaves the event to be
+/// delivered again.
 pub struct Ack {
     to: Arc<dyn Acknowledge>,
     partition: i32,

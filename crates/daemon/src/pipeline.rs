@@ -206,7 +206,8 @@ pub(crate) fn spawn_publisher(
         let publisher = Publisher::connect(settings, kafka_metrics)
             .await
             .context("connecting the Kafka publisher")?;
-        let on_durable = move |p: &Position| {
+        // A store write (fsync) per block: off the async workers' hands.
+        let mut record = move |p: &Position| {
             crate::run::rewind_after_deep_reorg(&mut store, &checkpoints, p, &health)
                 .map_err(|e| format!("{e:#}"))?;
             let cp = Checkpoint {
@@ -225,6 +226,7 @@ pub(crate) fn spawn_publisher(
                 .set(i64::try_from(p.block).unwrap_or(i64::MAX));
             Ok(())
         };
+        let on_durable = move |p: &Position| tokio::task::block_in_place(|| record(p));
         publisher
             .run(rx, on_durable)
             .await

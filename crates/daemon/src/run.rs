@@ -244,15 +244,17 @@ async fn run_async(config: Config, role: Role) -> anyhow::Result<ExitCode> {
     };
 
     let mut sources = pipeline::Sources::new();
-    let kafka_metrics = match &config.kafka {
-        Some(_) => Some(
+    // The Kafka bus, when configured, with its metrics.
+    let kafka = match &config.kafka {
+        Some(k) => Some((
+            k,
             KafkaMetrics::register(metrics.registry()).context("registering the Kafka metrics")?,
-        ),
+        )),
         None => None,
     };
     if let Some(prepared) = prepared {
-        let source_bus = match (&config.kafka, &kafka_metrics) {
-            (Some(k), Some(km)) => pipeline::spawn_publisher(
+        let source_bus = match &kafka {
+            Some((k, km)) => pipeline::spawn_publisher(
                 k,
                 km,
                 config.bus_capacity,
@@ -261,7 +263,7 @@ async fn run_async(config: Config, role: Role) -> anyhow::Result<ExitCode> {
                 &health,
                 &mut sources,
             )?,
-            _ => bus_tx.clone(),
+            None => bus_tx.clone(),
         };
         pipeline::spawn_sources(
             &config,
@@ -273,7 +275,7 @@ async fn run_async(config: Config, role: Role) -> anyhow::Result<ExitCode> {
             &mut sources,
         )?;
     }
-    if let (Some(k), Some(km)) = (&config.kafka, &kafka_metrics) {
+    if let Some((k, km)) = &kafka {
         pipeline::spawn_subscriber(k, km, &bus_tx, &health, &shutdown, &mut sources);
     }
     // The engine stops once every sender is gone: the sources hold theirs.

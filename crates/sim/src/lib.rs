@@ -12,5 +12,6 @@ mod scenario;
 
 pub use generate::{Incident, PRESETS, SimConfig, generate, preset};
 pub use scenario::{
-    Label, Record, SCENARIO_DECIMALS, ScenarioError, ScenarioReader, ScenarioWriter, record_to_json,
+    Label, Record, SCENARIO_DECIMALS, ScenarioError, ScenarioReader, ScenarioWriter, event_to_json,
+    record_to_json,
 };

@@ -309,10 +309,16 @@ fn s<T: ToString + ?Sized>(v: &T) -> Value {
 
 /// The JSON object of a record, fields in the order DESIGN.md lists them.
 pub fn record_to_json(r: &Record) -> Map<String, Value> {
+    event_to_json(r.t, &r.kind, r.label)
+}
+
+/// The JSON object of a record made of these parts (an event that is not
+/// held in a [`Record`] need not be copied into one).
+pub fn event_to_json(t: Timestamp, kind: &EventKind, label: Option<Label>) -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert("t".into(), s(&r.t));
-    m.insert("kind".into(), s(r.kind.name()));
-    match &r.kind {
+    m.insert("t".into(), s(&t));
+    m.insert("kind".into(), s(kind.name()));
+    match kind {
         EventKind::Wallet(w) => {
             m.insert("chain".into(), s(&w.chain));
             m.insert("address".into(), s(&w.address));
@@ -389,7 +395,7 @@ pub fn record_to_json(r: &Record) -> Map<String, Value> {
             m.insert("hash".into(), s(&h.hash));
         }
     }
-    if let Some(l) = r.label {
+    if let Some(l) = label {
         m.insert("label".into(), s(name_of(LABELS, l)));
     }
     m
