@@ -79,7 +79,7 @@ fn installed_binary(prefix: &Path) -> PathBuf {
 }
 
 /// The path to an anvil binary: `$DRAINGUARD_ANVIL` if set, else the pinned
-/// npm package under `<repo>/target/tools/anvil/`, installed on first use.
+/// npm package under `<tools_dir>/anvil/`, installed on first use.
 /// Fails — never skips — when it cannot be had, so a machine without npm
 /// shows up as a failing test rather than as a silently smaller suite.
 pub fn anvil_bin() -> anyhow::Result<PathBuf> {
@@ -127,7 +127,7 @@ fn anvil_version(bin: &Path) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Installs the pinned package under `target/tools/anvil/` unless that
+/// Installs the pinned package under `<tools_dir>/anvil/` unless that
 /// version is already there, under a file lock so that test processes
 /// running at once share one install instead of racing npm on one folder.
 fn install_anvil() -> anyhow::Result<PathBuf> {

@@ -65,11 +65,33 @@ pub fn drainguard_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// `<repo>/target/tools/<name>/`, created, with its install lock held
-/// until the returned file is dropped: test processes running at once
-/// share one install of a component instead of racing on one folder.
+/// Environment variable naming the folder the suite installs its
+/// components into (one sub-folder each).
+pub const TOOLS_DIR_ENV: &str = "DRAINGUARD_TOOLS_DIR";
+
+/// The folder components are installed into: `$DRAINGUARD_TOOLS_DIR`, else
+/// `$XDG_CACHE_HOME/drainguard/tools`, else `~/.cache/drainguard/tools`.
+/// It is outside the repository so that every clone on a machine (CI runs
+/// in a fresh one each time) reuses one install: tansu is a 20-minute build.
+pub fn tools_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(TOOLS_DIR_ENV) {
+        return Ok(PathBuf::from(dir));
+    }
+    let cache = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::var_os("HOME")
+            .map(|home| Path::new(&home).join(".cache"))
+            .with_context(|| format!("neither {TOOLS_DIR_ENV}, XDG_CACHE_HOME nor HOME is set"))?,
+    };
+    Ok(cache.join("drainguard").join("tools"))
+}
+
+/// `<tools_dir>/<name>/`, created, with its install lock held until the
+/// returned file is dropped: test processes running at once (and clones
+/// tested at once) share one install of a component instead of racing on
+/// one folder.
 pub fn locked_tool_dir(name: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
-    let dir = repo_root().join("target").join("tools").join(name);
+    let dir = tools_dir()?.join(name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let lock_path = dir.join(".install.lock");
     let lock = std::fs::File::create(&lock_path)

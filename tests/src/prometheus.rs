@@ -1,7 +1,7 @@
 //! A real Prometheus for end-to-end tests of the metrics, the dashboards
 //! and the alert rules: Debian's `prometheus` package, unpacked (not
-//! installed: nothing is started as a service, nothing outside the
-//! repository changes) into `target/tools/prometheus/` under a file lock
+//! installed: nothing is started as a service, no system folder changes)
+//! into `<tools_dir>/prometheus/` (see [`crate::tools_dir`]) under a file lock
 //! shared by every test, run on a free loopback port with its own scrape
 //! configuration, and asked through its HTTP API.
 
@@ -29,7 +29,7 @@ pub struct Binaries {
 }
 
 /// The binaries: `$DRAINGUARD_PROMETHEUS_DIR` if set, else Debian's package
-/// unpacked under `<repo>/target/tools/prometheus/` on first use. Fails —
+/// unpacked under `<tools_dir>/prometheus/` on first use. Fails —
 /// never skips — when it cannot be had.
 pub fn binaries() -> anyhow::Result<Binaries> {
     static RESOLVED: Mutex<Option<Binaries>> = Mutex::new(None);

@@ -55,7 +55,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The tansu binary: `$DRAINGUARD_TANSU` if set; else `tansu` found on
 /// `PATH` or in `$CARGO_HOME/bin` (default `~/.cargo/bin`) if it was built
 /// with the in-memory storage; else installed with `cargo install tansu
-/// --locked --features dynostore` under `<repo>/target/tools/tansu/`, under
+/// --locked --features dynostore` under `<tools_dir>/tansu/`, under
 /// a file lock so that test processes running at once share one install
 /// (a build from source: about 20 minutes on two cores). Fails — never
 /// skips — when it cannot be had.
@@ -167,7 +167,7 @@ fn run_ok(bin: &Path, args: &[&str], dir: Option<&Path>) -> anyhow::Result<Strin
     Ok(text)
 }
 
-/// Installs tansu with cargo under `<repo>/target/tools/tansu/` unless a
+/// Installs tansu with cargo under `<tools_dir>/tansu/` unless a
 /// usable binary is already there, under a lock.
 fn install() -> anyhow::Result<PathBuf> {
     let (root, lock) = crate::locked_tool_dir("tansu")?;

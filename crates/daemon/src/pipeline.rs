@@ -67,17 +67,17 @@ pub(crate) async fn prepare(config: &Config, store: &mut Store) -> anyhow::Resul
         None => None,
     };
 
-    let evm_resume: HashMap<String, (u64, String)> = config
-        .evm
-        .iter()
-        .filter_map(|src| {
-            store
-                .checkpoint(&src.chain.name)
-                .ok()
-                .flatten()
-                .map(|cp| (src.chain.name.to_string(), (cp.block, cp.hash)))
-        })
-        .collect();
+    // A checkpoint that cannot be read stops the start: resuming from the
+    // chain's head instead would pass over the blocks since the last one.
+    let mut evm_resume = HashMap::new();
+    for src in &config.evm {
+        let checkpoint = store
+            .checkpoint(&src.chain.name)
+            .with_context(|| format!("reading the checkpoint of chain {}", src.chain.name))?;
+        if let Some(cp) = checkpoint {
+            evm_resume.insert(src.chain.name.to_string(), (cp.block, cp.hash));
+        }
+    }
     Ok(Prepared {
         sim_records,
         evm_resume,
