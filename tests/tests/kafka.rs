@@ -189,6 +189,98 @@ fn e2e_tansu_events_wait_in_kafka_while_the_engine_is_down_and_none_is_lost_or_e
     );
 }
 
+/// Produces each payload, in order, to partition 0 of `topic`.
+fn produce(broker: &Broker, topic: &str, payloads: &[&str]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for payload in payloads {
+        rt.block_on(
+            producer.send(
+                FutureRecord::<str, str>::to(topic)
+                    .payload(*payload)
+                    .partition(0),
+                Duration::from_secs(10),
+            ),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+}
+
+#[test]
+fn e2e_tansu_a_restarted_engine_still_knows_the_wallets_their_balances_and_the_prices() {
+    let broker = Broker::start().unwrap();
+    let topic = "drainguard.declarations";
+    broker.create_topic(topic, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = drainguard_e2e::write_config(dir.path(), &bus(&broker, topic, 1)).unwrap();
+    let mut engine = Daemon::start_as("engine", &cfg, &[]).unwrap();
+    engine
+        .wait_for_log("kafka subscriber joined", Duration::from_secs(30))
+        .unwrap();
+    // What a watcher says once, when it starts.
+    produce(
+        &broker,
+        topic,
+        &[
+            r#"{"t":"2026-01-01T00:00:00Z","kind":"wallet","chain":"ethereum","address":"0xaa","name":"eth-hot-1","balances":{"ETH":"1000"}}"#,
+            r#"{"t":"2026-01-01T00:00:01Z","kind":"price","asset":"ETH","usd":3000.0}"#,
+            r#"{"t":"2026-01-01T00:00:05Z","kind":"balance","chain":"ethereum","wallet":"0xaa","asset":"ETH","amount":"100"}"#,
+        ],
+    );
+    wait(
+        "the declarations evaluated",
+        Duration::from_secs(30),
+        || (count(&metrics(&engine), "drainguard_events_total") >= 3).then_some(()),
+    );
+    let status = engine
+        .signal_and_wait("TERM", Duration::from_secs(20))
+        .unwrap();
+    assert!(status.success(), "clean shutdown: {status}");
+
+    // The watcher goes on; the engine comes back past those messages.
+    let mut engine = Daemon::start_as("engine", &cfg, &[]).unwrap();
+    let restored = engine
+        .wait_for_log("declarations restored", Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        restored.contains("wallets=1")
+            && restored.contains("balances=1")
+            && restored.contains("prices=1"),
+        "{restored}"
+    );
+    engine
+        .wait_for_log("kafka subscriber joined", Duration::from_secs(30))
+        .unwrap();
+    // 90 of the 100 ETH last observed leave in one transaction.
+    produce(
+        &broker,
+        topic,
+        &[
+            r#"{"t":"2026-01-01T00:01:00Z","kind":"transfer","chain":"ethereum","tx_hash":"0x1","index":0,"stage":"pending","from":"0xaa","to":"0xbb","asset":"ETH","amount":"90"}"#,
+        ],
+    );
+    let frozen = engine
+        .wait_for_log("FREEZE raised", Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        frozen.contains("wallet:ethereum:0xaa")
+            && frozen.contains("($270000.00, 90.0% of the wallet's balance)"),
+        "frozen at the restored price and balance: {frozen}"
+    );
+    assert_eq!(
+        count(&metrics(&engine), "drainguard_kafka_consumed_total"),
+        1,
+        "only the new message was read"
+    );
+}
+
 #[test]
 fn e2e_tansu_a_message_that_is_not_a_record_is_named_counted_and_passed_over() {
     let broker = Broker::start().unwrap();
@@ -201,28 +293,17 @@ fn e2e_tansu_a_message_that_is_not_a_record_is_named_counted_and_passed_over() {
         .wait_for_log("kafka subscriber joined", Duration::from_secs(30))
         .unwrap();
 
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let price = r#"{"t":"2026-01-01T00:00:00Z","kind":"price","asset":"ETH","usd":3000.0}"#;
     let transfer = r#"{"t":"2026-01-01T00:00:01Z","kind":"transfer","chain":"ethereum","tx_hash":"0x1","index":0,"stage":"pending","from":"0xa","to":"0xb","asset":"ETH","amount":"1"}"#;
-    for payload in [
-        "this is not json",
-        transfer.replace("\"1\"", "\"-1\"").as_str(),
-        price,
-    ] {
-        rt.block_on(producer.send(
-            FutureRecord::<str, str>::to(topic).payload(payload),
-            Duration::from_secs(10),
-        ))
-        .map_err(|(e, _)| e)
-        .unwrap();
-    }
+    produce(
+        &broker,
+        topic,
+        &[
+            "this is not json",
+            transfer.replace("\"1\"", "\"-1\"").as_str(),
+            price,
+        ],
+    );
 
     let m = wait(
         "the valid record after the bad ones",

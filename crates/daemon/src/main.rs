@@ -14,6 +14,7 @@ mod api;
 mod auth;
 mod commands;
 mod config;
+mod declarations;
 mod freezes;
 mod intents;
 mod metrics;
@@ -75,6 +76,9 @@ enum Command {
     Outbox(commands::outbox::Args),
     /// Print the audit log of the store.
     Audit(commands::audit::Args),
+    /// Measure this machine: engine throughput with the given rules, replay
+    /// speed, and how long a freeze takes to become durable in the store.
+    Bench(commands::bench::Args),
 }
 
 fn init_logging() {
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         Command::Freeze(args) => commands::freeze::run(&args),
         Command::Outbox(args) => commands::outbox::run(&args),
         Command::Audit(args) => commands::audit::run(&args),
+        Command::Bench(args) => commands::bench::run(&args),
     };
     match result {
         Ok(code) => code,

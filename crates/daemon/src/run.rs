@@ -30,6 +30,7 @@ use crate::{
     api::{self, ApiState, Health},
     auth::{ADMIN_TOKEN_ENV, Token},
     config::{self, Config},
+    declarations::Declarations,
     metrics::Metrics,
     pipeline,
     reload::{self, Control, Reloader, RulesSource},
@@ -137,6 +138,17 @@ async fn run_async(config: Config, role: Role) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // An engine reading Kafka resumes past the messages that declared the
+    // wallets: it keeps them in its store (a run without Kafka hears its
+    // watchers declare them again at start).
+    let declarations = match &config.kafka {
+        Some(_) => {
+            let saved = Declarations::load(&store)?;
+            saved.restore(&mut engine);
+            Some(saved)
+        }
+        None => None,
+    };
     for f in active {
         tracing::warn!(message = "freeze still in force from before the restart", freeze_id = %f.freeze.id, scope = %f.freeze.scope);
         engine.restore_freeze(f.freeze);
@@ -221,7 +233,15 @@ async fn run_async(config: Config, role: Role) -> anyhow::Result<ExitCode> {
         tasks::spawn_thread("engine", move || {
             health.engine_running.store(true, Ordering::SeqCst);
             let mut responders = responders;
-            let result = engine_loop(engine, store, bus_rx, &metrics, &health, &mut responders);
+            let result = engine_loop(
+                engine,
+                store,
+                bus_rx,
+                declarations,
+                &metrics,
+                &health,
+                &mut responders,
+            );
             health.engine_running.store(false, Ordering::SeqCst);
             result
         })
@@ -681,6 +701,7 @@ fn engine_loop(
     mut engine: Engine,
     mut store: Store,
     mut bus: BusReceiver<Control>,
+    mut declarations: Option<Declarations>,
     metrics: &Metrics,
     health: &Health,
     responders: &mut Responders,
@@ -797,7 +818,8 @@ fn engine_loop(
                 .with_label_values(&[h.chain.as_str()])
                 .set(i64::try_from(h.block).unwrap_or(i64::MAX));
         }
-        if out.is_empty() && completes.is_none() {
+        let declared = declarations.as_mut().is_some_and(|d| d.note(&event));
+        if out.is_empty() && completes.is_none() && !declared {
             // Evaluated, and nothing to write: its source may forget it.
             if let Some(ack) = ack {
                 ack.done();
@@ -807,7 +829,10 @@ fn engine_loop(
         if let Some(p) = &completes {
             rewind_after_deep_reorg(&mut store, &checkpoints, p, health)?;
         }
-        let (batch, recoveries) = batch_of(&mut out, sent_at, completes.as_ref(), metrics);
+        let (mut batch, recoveries) = batch_of(&mut out, sent_at, completes.as_ref(), metrics);
+        if let Some(d) = declarations.as_ref().filter(|_| declared) {
+            batch.state.push(d.state()?);
+        }
         act(
             &mut engine,
             &mut store,
@@ -1028,6 +1053,7 @@ mod tests {
             Engine::new(RuleSet::builtin().unwrap()),
             store,
             rx,
+            None,
             &metrics,
             &Health::default(),
             &mut responders,

@@ -1,6 +1,7 @@
 //! The one-shot subcommands.
 
 pub(crate) mod audit;
+pub(crate) mod bench;
 pub(crate) mod check;
 mod client;
 pub(crate) mod freeze;
