@@ -152,6 +152,38 @@ fn e2e_daemon_restart_keeps_freezes_in_force_and_sigint_stops_it() {
 }
 
 #[test]
+fn e2e_daemon_config_errors_never_panic_or_quote_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    // TOML allows nan: named as the field's error, not a panic.
+    std::fs::write(
+        &path,
+        "[api]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"x\"\n[source.sim]\nhours = nan\n",
+    )
+    .unwrap();
+    let out =
+        drainguard_e2e::drainguard(&["check-config", "--config", path.to_str().unwrap()]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("field `source.sim.hours`: NaN"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // A syntax error on an endpoint's line: named by line and column,
+    // without the line itself (its URL holds the API key).
+    std::fs::write(
+        &path,
+        "[api]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"x\"\n[[source.evm]]\nchain = \"ethereum\"\nendpoints = [{ name = \"p\", url = \"https://eth.example/v2/SECRET-KEY\" ]\n",
+    )
+    .unwrap();
+    let out =
+        drainguard_e2e::drainguard(&["check-config", "--config", path.to_str().unwrap()]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("bad.toml: line 7, column"), "{err}");
+    assert!(!err.contains("SECRET-KEY"), "{err}");
+}
+
+#[test]
 fn e2e_daemon_bad_config_names_every_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

@@ -538,17 +538,29 @@ fn read_secret<'a>(
     }
 }
 
+/// A TOML error by its line, column and message only: the parser's own
+/// text quotes the offending line, which may hold an endpoint URL with its
+/// API key.
+fn parse_error(file: &str, text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{file}: line {line}, column {column}: {message}")
+        }
+        None => format!("{file}: {message}"),
+    }
+}
+
 /// Reads and validates the daemon configuration and its rules.
 pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| LoadErrors(vec![format!("{file}: cannot read: {e}")]))?;
-    let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-        LoadErrors(vec![format!(
-            "{file}: {}",
-            e.to_string().trim().replace('\n', " ")
-        )])
-    })?;
+    let raw: RawConfig =
+        toml::from_str(&text).map_err(|e| LoadErrors(vec![parse_error(&file, &text, &e)]))?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut errors = Vec::new();
     let mut err = |field: &str, msg: String| errors.push(format!("{file}: field `{field}`: {msg}"));
@@ -634,7 +646,15 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
             if let Some(c) = cfg.as_mut() {
                 c.volume = s.volume;
                 c.intents = s.intents;
-                c.duration = Duration::from_secs_f64(s.hours.clamp(0.001, 744.0) * 3600.0);
+                // Checked above; a NaN (TOML has `nan`) must not reach
+                // from_secs_f64, which panics on it, before the errors
+                // are reported.
+                let hours = if s.hours.is_finite() {
+                    s.hours.clamp(0.001, 744.0)
+                } else {
+                    1.0
+                };
+                c.duration = Duration::from_secs_f64(hours * 3600.0);
                 if let Some(at) = incident_at {
                     for (_, offset) in &mut c.incidents {
                         *offset = at;

@@ -87,7 +87,8 @@ pub(crate) async fn follow(
                 backoff = Duration::from_millis(250);
             }
             Err(e) => {
-                tracing::warn!(message = "WebSocket unavailable; polling over HTTP", chain = %chain, endpoint = %name, error = %e);
+                let error = crate::rpc::without_url(&e, url);
+                tracing::warn!(message = "WebSocket unavailable; polling over HTTP", chain = %chain, endpoint = %name, error = %error);
             }
         }
         live.set(false);

@@ -17,11 +17,54 @@ use drainguard_model::Timestamp;
 
 use crate::{EvmError, config::Endpoint, metrics::EvmMetrics};
 
-#[derive(Debug)]
 struct Ep {
     name: String,
+    /// As configured: kept only to take it out of error texts.
+    url: String,
     provider: RootProvider,
     bucket: Bucket,
+}
+
+// By name only: the URL (in it, and in its provider) may hold an API key.
+impl std::fmt::Debug for Ep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ep")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An error's text without the endpoint's URL, which may hold an API key:
+/// the HTTP client appends ` for url (...)` to a failed request's error,
+/// and a node may echo the URL.
+pub(crate) fn without_url(text: &str, url: &str) -> String {
+    let mut text = text.to_string();
+    const MARK: &str = " for url (";
+    while let Some(start) = text.find(MARK) {
+        // Up to the parenthesis that closes it (a URL may hold some).
+        let mut depth = 0usize;
+        let mut end = text.len();
+        for (i, c) in text[start + MARK.len() - 1..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = start + MARK.len() - 1 + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        text.replace_range(start..end, "");
+    }
+    let bare = url.trim_end_matches('/');
+    if bare.is_empty() {
+        text
+    } else {
+        text.replace(bare, "<endpoint url>")
+    }
 }
 
 /// A token bucket: `rate` requests a second on average, with bursts of up
@@ -119,6 +162,7 @@ impl Pool {
             })?;
             eps.push(Ep {
                 name: e.name.clone(),
+                url: e.url.clone(),
                 provider: RootProvider::new_http(url),
                 bucket: Bucket::new(rate_limit),
             });
@@ -190,7 +234,7 @@ impl Pool {
                     }
                     return Ok(v);
                 }
-                Ok(Err(e)) => e.to_string(),
+                Ok(Err(e)) => without_url(&e.to_string(), &ep.url),
                 Err(_) => format!("timed out after {:?}", self.timeout),
             };
             if let Some(m) = &self.metrics {
@@ -209,7 +253,55 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    #[test]
+    fn a_failed_requests_error_names_the_endpoint_and_never_its_url() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Nothing listens on port 1: the request fails to connect.
+        let endpoints = [Endpoint {
+            name: "primary".to_string(),
+            url: "http://127.0.0.1:1/v2/SECRET-API-KEY".to_string(),
+            ws: None,
+        }];
+        let mut pool =
+            Pool::new("ethereum", &endpoints, 100, Duration::from_secs(5), None).unwrap();
+        let err = rt
+            .block_on(pool.call("eth_blockNumber", |p| async move {
+                alloy::providers::Provider::get_block_number(&p).await
+            }))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("primary"), "{err}");
+        assert!(!err.contains("SECRET-API-KEY"), "{err}");
+        assert!(!format!("{pool:?}").contains("SECRET-API-KEY"));
+    }
+
+    #[test]
+    fn a_url_in_an_error_text_is_taken_out() {
+        let url = "https://eth.example/v2/KEY";
+        assert_eq!(
+            without_url(
+                "error sending request for url (https://eth.example/v2/KEY): refused",
+                url
+            ),
+            "error sending request: refused"
+        );
+        assert_eq!(
+            without_url("bad gateway at https://eth.example/v2/KEY/ (twice)", url),
+            "bad gateway at <endpoint url>/ (twice)"
+        );
+        assert_eq!(
+            without_url("for url (http://a/(b)) x", "http://a/(b)"),
+            "for url (<endpoint url>) x"
+        );
+        assert_eq!(without_url("x for url (http://a/(b)) y", ""), "x y");
+    }
 
     #[test]
     fn the_bucket_allows_a_seconds_burst_then_keeps_to_the_rate() {

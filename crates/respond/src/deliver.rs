@@ -299,8 +299,9 @@ impl Deliverer {
                 classify(status, &text)
             }
             // Connection refused, reset, timeout: the endpoint may be back
-            // later. The error names the cause; the URL carries no secret.
-            Err(e) => Sent::Temporary(format!("{e}")),
+            // later. The error names the cause, not the URL: it may carry
+            // a credential, and this text is logged and kept in the outbox.
+            Err(e) => Sent::Temporary(e.without_url().to_string()),
         }
     }
 
@@ -385,6 +386,35 @@ mod tests {
                 assert!(d >= full / 2 && d <= full, "{attempts}: {d:?} vs {full:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_failed_post_says_why_and_never_the_url() {
+        #![allow(clippy::unwrap_used)]
+        let d = Deliverer::new(
+            Store::open_in_memory().unwrap(),
+            None,
+            None,
+            Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            },
+            Duration::from_secs(5),
+            DeliveryMetrics::register(&prometheus::Registry::new(), &[]).unwrap(),
+            Arc::new(Notify::new()),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Nothing listens on port 1.
+        let sent = rt.block_on(d.post("http://127.0.0.1:1/hook?token=SECRET", &[], Vec::new()));
+        let Sent::Temporary(e) = sent else {
+            panic!("a refused connection is temporary");
+        };
+        assert!(e.contains("error sending request"), "{e}");
+        assert!(!e.contains("SECRET") && !e.contains("127.0.0.1"), "{e}");
     }
 
     #[test]
