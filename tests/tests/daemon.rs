@@ -181,6 +181,25 @@ fn e2e_daemon_config_errors_never_panic_or_quote_a_secret() {
     assert!(!out.status.success());
     assert!(err.contains("bad.toml: line 7, column"), "{err}");
     assert!(!err.contains("SECRET-KEY"), "{err}");
+
+    // Numbers past any real chain or asset: each named by its field.
+    std::fs::write(
+        &path,
+        "[api]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"x\"\n[source.sim]\nenabled = false\n[[source.evm]]\nchain = \"ethereum\"\nnative = \"ETH\"\nnative_decimals = 200\nblock_time = \"12s\"\nconfirmations = 1000000000000\nmax_reorg_depth = 0\nendpoints = [{ name = \"p\", url = \"http://127.0.0.1:8545\" }]\nwallets = []\ntokens = [{ address = \"0xdac17f958d2ee523a2206206994597c13d831ec7\", symbol = \"USDT\", decimals = 99 }]\n",
+    )
+    .unwrap();
+    let out =
+        drainguard_e2e::drainguard(&["check-config", "--config", path.to_str().unwrap()]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for field in [
+        "source.evm[0].native_decimals`: 200 is more than 36",
+        "source.evm[0].tokens[0].decimals`: 99 is more than 36",
+        "source.evm[0].confirmations`: 1000000000000 is more than 100000",
+        "source.evm[0].max_reorg_depth`: 0 is not between 1 and 100000",
+    ] {
+        assert!(err.contains(field), "{field} not in: {err}");
+    }
 }
 
 #[test]

@@ -58,13 +58,27 @@ fn metrics(d: &Daemon) -> String {
 }
 
 /// Polls `f` every 200 ms until it returns `Some`, or fails with `what`.
-fn wait<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+fn wait<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_or(what, timeout, String::new, f)
+}
+
+/// The same, saying also what `seen` tells of the last poll on a timeout.
+fn wait_or<T, F: FnMut() -> Option<T>>(
+    what: &str,
+    timeout: Duration,
+    seen: impl Fn() -> String,
+    mut f: F,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} {}",
+            seen()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -438,9 +452,11 @@ fn e2e_tansu_two_engines_in_one_group_share_the_wallets_and_each_event_is_evalua
     let mut watch = Daemon::start_as("watch", &watch_config(dirs[2].path(), &bus), &[]).unwrap();
     let (records, produced) = play_day(&mut watch);
     // Every message read, and each acknowledged once its work was done.
-    let texts = wait(
+    let last = std::cell::RefCell::new(String::new());
+    let texts = wait_or(
         "both engines to read and evaluate every message",
         Duration::from_secs(60),
+        || format!("{produced} produced; last seen: {}", last.borrow()),
         || {
             let texts: Vec<String> = engines.iter().map(metrics).collect();
             let consumed: u64 = texts
@@ -453,6 +469,7 @@ fn e2e_tansu_two_engines_in_one_group_share_the_wallets_and_each_event_is_evalua
                 .filter(|l| l.starts_with("drainguard_kafka_consumer_lag_messages{"))
                 .map(|l| count(l, "drainguard_kafka_consumer_lag_messages"))
                 .collect();
+            *last.borrow_mut() = format!("consumed {consumed}, lags {lags:?}");
             (consumed == produced && lags.len() == 4 && lags.iter().all(|l| *l == 0))
                 .then_some(texts)
         },

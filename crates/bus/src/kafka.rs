@@ -636,6 +636,39 @@ struct LagContext {
     topic: String,
     lag: IntGaugeVec,
     shown: Mutex<HashSet<i32>>,
+    /// The partitions this engine holds: only theirs is its lag to show
+    /// (the client's statistics go on listing a partition handed away).
+    assigned: Mutex<HashSet<i32>>,
+    generations: Arc<Generations>,
+}
+
+/// Each partition's assignment generation, moved on every revoke. The
+/// messages read before a revoke may still wait on the engine's bus; once
+/// evaluated, their offsets must not be stored: the partition's next owner
+/// (this engine again, most often) reads on from the last commit, and a
+/// late store would move its offset back, or past messages it has not yet
+/// evaluated.
+#[derive(Debug, Default)]
+struct Generations(Mutex<HashMap<i32, u64>>);
+
+impl Generations {
+    fn current(&self, partition: i32) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&partition)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn revoked(&self, partition: i32) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(partition)
+            .or_default() += 1;
+    }
 }
 
 impl ClientContext for LagContext {
@@ -646,8 +679,9 @@ impl ClientContext for LagContext {
             // Partition -1 is the client's internal "unassigned" queue; a
             // lag of -1 means not known yet (no committed offset or no
             // high watermark).
+            let assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
             for p in t.partitions.values() {
-                if p.partition >= 0 && p.consumer_lag >= 0 {
+                if p.partition >= 0 && p.consumer_lag >= 0 && assigned.contains(&p.partition) {
                     self.lag
                         .with_label_values(&[self.topic.as_str(), &p.partition.to_string()])
                         .set(p.consumer_lag);
@@ -666,6 +700,20 @@ impl ClientContext for LagContext {
 }
 
 impl ConsumerContext for LagContext {
+    // Before the partitions go: from here on, acknowledgements of what was
+    // read from them are not stored.
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Revoke(tpl) = rebalance {
+            for e in tpl.elements_for_topic(&self.topic) {
+                self.generations.revoked(e.partition());
+            }
+        }
+    }
+
     fn post_rebalance(
         &self,
         _consumer: &rdkafka::consumer::BaseConsumer<Self>,
@@ -681,11 +729,20 @@ impl ConsumerContext for LagContext {
         };
         // Which wallets this engine evaluates changes with its partitions:
         // an operator reading the log should see it.
+        let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
         match rebalance {
             Rebalance::Assign(tpl) => {
+                assigned.extend(
+                    tpl.elements_for_topic(&self.topic)
+                        .iter()
+                        .map(|e| e.partition()),
+                );
                 tracing::info!(message = "kafka partitions assigned", topic = %self.topic, partitions = %list(tpl));
             }
             Rebalance::Revoke(tpl) => {
+                for e in tpl.elements_for_topic(&self.topic) {
+                    assigned.remove(&e.partition());
+                }
                 tracing::info!(message = "kafka partitions revoked", topic = %self.topic, partitions = %list(tpl));
             }
             Rebalance::Error(e) => {
@@ -695,20 +752,65 @@ impl ConsumerContext for LagContext {
     }
 }
 
-/// Stores an evaluated message's offset for the next commit.
+/// Stores an evaluated message's offset for the next commit, if it was
+/// read in its partition's current assignment generation.
 struct OffsetStore {
     consumer: Arc<StreamConsumer<LagContext>>,
     topic: String,
+    generations: Arc<Generations>,
+    /// The generation the messages acknowledged through this were read in.
+    generation: u64,
 }
 
 impl Acknowledge for OffsetStore {
     fn acknowledge(&self, partition: i32, offset: i64) {
-        // Fails only for a partition this engine no longer holds: its new
-        // owner reads on from the last commit, so the message is evaluated
-        // again rather than lost.
-        if let Err(e) = self.consumer.store_offset(&self.topic, partition, offset) {
-            tracing::debug!(message = "offset not stored", partition, offset, error = %e);
+        // Read before a revoke: the partition is read again from its last
+        // commit (by this engine or another), so the message is evaluated
+        // again rather than lost, and no offset moves back.
+        if self.generations.current(partition) != self.generation {
+            tracing::debug!(
+                message = "offset of a message read before a rebalance not stored",
+                partition,
+                offset
+            );
+            return;
         }
+        if let Err(e) = self.consumer.store_offset(&self.topic, partition, offset) {
+            tracing::info!(message = "offset not stored", topic = %self.topic, partition, offset, error = %e);
+        }
+    }
+}
+
+/// One acknowledgement target per generation in use, so a message's ack
+/// costs no allocation.
+struct AckTargets {
+    consumer: Arc<StreamConsumer<LagContext>>,
+    topic: String,
+    generations: Arc<Generations>,
+    by_generation: HashMap<u64, Arc<dyn Acknowledge>>,
+}
+
+impl AckTargets {
+    fn ack(&mut self, partition: i32, offset: i64) -> Ack {
+        let generation = self.generations.current(partition);
+        if self.by_generation.len() > 64 {
+            // Generations only grow: the old ones' targets live on in the
+            // acks that hold them.
+            self.by_generation.clear();
+        }
+        let to = self
+            .by_generation
+            .entry(generation)
+            .or_insert_with(|| {
+                Arc::new(OffsetStore {
+                    consumer: self.consumer.clone(),
+                    topic: self.topic.clone(),
+                    generations: self.generations.clone(),
+                    generation,
+                })
+            })
+            .clone();
+        Ack::new(to, partition, offset)
     }
 }
 
@@ -742,6 +844,8 @@ impl Subscriber {
             topic: settings.topic.clone(),
             lag: metrics.lag.clone(),
             shown: Mutex::new(HashSet::new()),
+            assigned: Mutex::new(HashSet::new()),
+            generations: Arc::default(),
         };
         let consumer: StreamConsumer<LagContext> = client_config(&settings)
             .set("group.id", &settings.group)
@@ -777,10 +881,12 @@ impl Subscriber {
     /// stop every event behind it.
     pub async fn run<C>(self, bus: BusSender<C>, token: CancellationToken) -> Result<(), Closed> {
         let topic = self.settings.topic.clone();
-        let acks: Arc<dyn Acknowledge> = Arc::new(OffsetStore {
+        let mut acks = AckTargets {
             consumer: self.consumer.clone(),
             topic: topic.clone(),
-        });
+            generations: self.consumer.context().generations.clone(),
+            by_generation: HashMap::new(),
+        };
         let consumed = self.metrics.consumed.with_label_values(&[topic.as_str()]);
         let unreadable = self.metrics.unreadable.with_label_values(&[topic.as_str()]);
         let mut seen = SeenCopies::default();
@@ -802,7 +908,7 @@ impl Subscriber {
                 }
             };
             consumed.inc();
-            let ack = Ack::new(acks.clone(), m.partition(), m.offset());
+            let ack = acks.ack(m.partition(), m.offset());
             let copy = m.headers().and_then(|h| {
                 h.iter()
                     .find(|h| h.key == COPY_HEADER)

@@ -538,6 +538,9 @@ fn read_secret<'a>(
     }
 }
 
+/// The most decimals an asset may have (the intents API's limit too).
+pub(crate) const MAX_DECIMALS: u8 = 36;
+
 /// A TOML error by its line, column and message only: the parser's own
 /// text quotes the offending line, which may hold an endpoint URL with its
 /// API key.
@@ -828,6 +831,22 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
                 format!("{} is not between 1 and 1000", c.batch_blocks),
             );
         }
+        // Past 36 no real asset exists, and USD arithmetic on amounts
+        // (10^decimals) would overflow: as the intents API refuses.
+        if c.native_decimals > MAX_DECIMALS {
+            err(
+                &f("native_decimals"),
+                format!("{} is more than {MAX_DECIMALS}", c.native_decimals),
+            );
+        }
+        for (j, t) in c.tokens.iter().enumerate() {
+            if t.decimals > MAX_DECIMALS {
+                err(
+                    &f(&format!("tokens[{j}].decimals")),
+                    format!("{} is more than {MAX_DECIMALS}", t.decimals),
+                );
+            }
+        }
         let mut watched = drainguard_evm::Watched::new(
             drainguard_model::Asset::new(&c.native),
             c.native_decimals,
@@ -863,6 +882,19 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
         }
         if c.rate_limit == 0 {
             err(&f("rate_limit"), "must be at least 1".to_string());
+        }
+        // Bounds far past any chain's, so block arithmetic stays small.
+        if c.confirmations > 100_000 {
+            err(
+                &f("confirmations"),
+                format!("{} is more than 100000", c.confirmations),
+            );
+        }
+        if !(1..=100_000).contains(&c.max_reorg_depth) {
+            err(
+                &f("max_reorg_depth"),
+                format!("{} is not between 1 and 100000", c.max_reorg_depth),
+            );
         }
         evm.push(EvmSource {
             chain: drainguard_evm::EvmChain {

@@ -62,7 +62,7 @@ fn check(i: usize, r: RawIntent) -> Result<Intent, String> {
             return Err(field(name, "must not be empty"));
         }
     }
-    if r.decimals > 36 {
+    if r.decimals > crate::config::MAX_DECIMALS {
         return Err(field("decimals", "at most 36"));
     }
     let amount = Amount::parse_decimal(&r.amount, r.decimals)

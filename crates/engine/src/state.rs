@@ -580,10 +580,17 @@ impl ByAddress {
 /// second value says so), and remembering the address of the string held
 /// for it: among a handful of names a scan beats hashing the name; among
 /// more, by hash.
+///
+/// Ids are 16 bits. Names past the first 65,535 all get the last id, held
+/// for a stand-in name (`other()`), and are not remembered: a hot wallet
+/// receiving airdrops of ever new tokens (each named by its contract) must
+/// neither grow the engine without end nor have a spam token share an id
+/// with a real asset.
 fn id_by_name<T: Clone + Eq + std::hash::Hash>(
     (list, ids, at): (&mut Vec<T>, &mut FxHashMap<T, u16>, &mut ByAddress),
     name: &T,
     as_str: fn(&T) -> &str,
+    other: fn() -> T,
 ) -> (u16, bool) {
     let found = if list.len() <= SCAN {
         list.iter().position(|y| y == name).map(|i| i as u16)
@@ -592,6 +599,11 @@ fn id_by_name<T: Clone + Eq + std::hash::Hash>(
     };
     let (id, new) = match found {
         Some(id) => (id, false),
+        None if list.len() > usize::from(OTHER_ID) => (OTHER_ID, false),
+        None if list.len() == usize::from(OTHER_ID) => {
+            list.push(other());
+            (OTHER_ID, true)
+        }
         None => {
             let id = u16::try_from(list.len()).unwrap_or(u16::MAX);
             list.push(name.clone());
@@ -604,6 +616,9 @@ fn id_by_name<T: Clone + Eq + std::hash::Hash>(
     }
     (id, new)
 }
+
+/// The id every chain or asset name past the first 65,535 shares.
+const OTHER_ID: u16 = u16::MAX;
 
 /// The world as the engine sees it.
 #[derive(Debug, Default)]
@@ -691,7 +706,7 @@ impl State {
     #[inline(never)]
     fn chain_id_by_name(&mut self, c: &Chain) -> ChainId {
         let names = (&mut self.chains, &mut self.chain_ids, &mut self.chain_at);
-        id_by_name(names, c, Chain::as_str).0
+        id_by_name(names, c, Chain::as_str, || Chain::new("(other)")).0
     }
 
     /// An asset's dense id, creating it on first sight.
@@ -707,7 +722,7 @@ impl State {
     #[inline(never)]
     fn asset_id_by_name(&mut self, a: &Asset) -> AssetId {
         let names = (&mut self.assets, &mut self.asset_ids, &mut self.asset_at);
-        let (id, new) = id_by_name(names, a, Asset::as_str);
+        let (id, new) = id_by_name(names, a, Asset::as_str, || Asset::new("(other)"));
         if new {
             self.prices.push(Price::default());
             self.price_nanos.push(0);
@@ -1213,6 +1228,29 @@ impl State {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn names_past_the_id_space_share_a_stand_in_and_no_real_asset_id() {
+        let mut state = State::new();
+        let eth = state.asset_id(&Asset::new("ETH"));
+        let spam: Vec<u16> = (0..70_000)
+            .map(|i| state.asset_id(&Asset::new(&format!("0xspam{i:06}"))))
+            .collect();
+        // Every id up to the last is one name's own.
+        let mut own: Vec<u16> = spam[..65_534].to_vec();
+        own.push(eth);
+        own.sort_unstable();
+        own.dedup();
+        assert_eq!(own.len(), 65_535);
+        assert!(spam[65_534..].iter().all(|id| *id == OTHER_ID));
+        assert_eq!(state.assets[usize::from(OTHER_ID)].as_str(), "(other)");
+        assert_eq!(state.assets.len(), 65_536, "no growth past the id space");
+        assert_eq!(state.prices.len(), state.assets.len());
+        // Names seen before keep their ids.
+        assert_eq!(state.asset_id(&Asset::new("ETH")), eth);
+        assert_eq!(state.asset_id(&Asset::new("0xspam000007")), spam[7]);
+        assert_ne!(eth, OTHER_ID);
+    }
 
     proptest! {
         #[test]

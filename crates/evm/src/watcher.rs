@@ -275,7 +275,7 @@ impl EvmWatcher {
             }
             (None, Some(b)) => b,
             // No history: from the next block on, with balances as of now.
-            (None, None) => head + 1,
+            (None, None) => head.saturating_add(1),
         };
         loop {
             match self.declare(&bus, next.saturating_sub(1)).await {
