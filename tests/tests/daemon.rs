@@ -151,47 +151,47 @@ fn e2e_daemon_restart_keeps_freezes_in_force_and_sigint_stops_it() {
     assert!((2..=4).contains(&n), "{n} freezes");
 }
 
+/// Writes `text` to `path` and runs check-config on it: its exit code
+/// and standard error.
+fn check_config(path: &std::path::Path, text: &str) -> (Option<i32>, String) {
+    std::fs::write(path, text).unwrap();
+    let out =
+        drainguard_e2e::drainguard(&["check-config", "--config", path.to_str().unwrap()]).unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn e2e_daemon_config_errors_never_panic_or_quote_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     // TOML allows nan: named as the field's error, not a panic.
-    std::fs::write(
+    let (code, err) = check_config(
         &path,
         "[api]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"x\"\n[source.sim]\nhours = nan\n",
-    )
-    .unwrap();
-    let out =
-        drainguard_e2e::drainguard(&["check-config", "--config", path.to_str().unwrap()]).unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    );
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("field `source.sim.hours`: NaN"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
     // A syntax error on an endpoint's line: named by line and column,
     // without the line itself (its URL holds the API key).
-    std::fs::write(
+    let (code, err) = check_config(
         &path,
         "[api]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"x\"\n[[source.evm]]\nchain = \"ethereum\"\nendpoints = [{ name = \"p\", url = \"https://eth.example/v2/SECRET-KEY\" ]\n",
-    )
-    .unwrap();
-    let out =
-        drainguard_e2e::drainguard(&["check-config", "--config", path.to_str().unwrap()]).unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("bad.toml: line 7, column"), "{err}");
     assert!(!err.contains("SECRET-KEY"), "{err}");
 
     // Numbers past any real chain or asset: each named by its field.
-    std::fs::write(
+    let (code, err) = check_config(
         &path,
         "[api]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"x\"\n[source.sim]\nenabled = false\n[[source.evm]]\nchain = \"ethereum\"\nnative = \"ETH\"\nnative_decimals = 200\nblock_time = \"12s\"\nconfirmations = 1000000000000\nmax_reorg_depth = 0\nendpoints = [{ name = \"p\", url = \"http://127.0.0.1:8545\" }]\nwallets = []\ntokens = [{ address = \"0xdac17f958d2ee523a2206206994597c13d831ec7\", symbol = \"USDT\", decimals = 99 }]\n",
-    )
-    .unwrap();
-    let out =
-        drainguard_e2e::drainguard(&["check-config", "--config", path.to_str().unwrap()]).unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    );
+    assert_eq!(code, Some(1), "{err}");
     for field in [
         "source.evm[0].native_decimals`: 200 is more than 36",
         "source.evm[0].tokens[0].decimals`: 99 is more than 36",

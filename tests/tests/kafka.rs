@@ -203,6 +203,20 @@ fn e2e_tansu_events_wait_in_kafka_while_the_engine_is_down_and_none_is_lost_or_e
     );
 }
 
+/// A broker with `topic` of one partition, and an engine that has joined
+/// its group (with its folder, to keep, and its configuration).
+fn one_engine(topic: &str) -> (Broker, tempfile::TempDir, PathBuf, Daemon) {
+    let broker = Broker::start().unwrap();
+    broker.create_topic(topic, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = drainguard_e2e::write_config(dir.path(), &bus(&broker, topic, 1)).unwrap();
+    let mut engine = Daemon::start_as("engine", &cfg, &[]).unwrap();
+    engine
+        .wait_for_log("kafka subscriber joined", Duration::from_secs(30))
+        .unwrap();
+    (broker, dir, cfg, engine)
+}
+
 /// Produces each payload, in order, to partition 0 of `topic`.
 fn produce(broker: &Broker, topic: &str, payloads: &[&str]) {
     let producer: FutureProducer = ClientConfig::new()
@@ -229,15 +243,8 @@ fn produce(broker: &Broker, topic: &str, payloads: &[&str]) {
 
 #[test]
 fn e2e_tansu_a_restarted_engine_still_knows_the_wallets_their_balances_and_the_prices() {
-    let broker = Broker::start().unwrap();
     let topic = "drainguard.declarations";
-    broker.create_topic(topic, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = drainguard_e2e::write_config(dir.path(), &bus(&broker, topic, 1)).unwrap();
-    let mut engine = Daemon::start_as("engine", &cfg, &[]).unwrap();
-    engine
-        .wait_for_log("kafka subscriber joined", Duration::from_secs(30))
-        .unwrap();
+    let (broker, _dir, cfg, engine) = one_engine(topic);
     // What a watcher says once, when it starts.
     produce(
         &broker,
@@ -297,15 +304,8 @@ fn e2e_tansu_a_restarted_engine_still_knows_the_wallets_their_balances_and_the_p
 
 #[test]
 fn e2e_tansu_a_message_that_is_not_a_record_is_named_counted_and_passed_over() {
-    let broker = Broker::start().unwrap();
     let topic = "drainguard.unreadable";
-    broker.create_topic(topic, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = drainguard_e2e::write_config(dir.path(), &bus(&broker, topic, 1)).unwrap();
-    let mut engine = Daemon::start_as("engine", &cfg, &[]).unwrap();
-    engine
-        .wait_for_log("kafka subscriber joined", Duration::from_secs(30))
-        .unwrap();
+    let (broker, _dir, _cfg, mut engine) = one_engine(topic);
 
     let price = r#"{"t":"2026-01-01T00:00:00Z","kind":"price","asset":"ETH","usd":3000.0}"#;
     let transfer = r#"{"t":"2026-01-01T00:00:01Z","kind":"transfer","chain":"ethereum","tx_hash":"0x1","index":0,"stage":"pending","from":"0xa","to":"0xb","asset":"ETH","amount":"1"}"#;
