@@ -85,11 +85,19 @@ impl Declarations {
     /// an asset, and says whether what is saved changed.
     pub(crate) fn note(&mut self, event: &Event) -> bool {
         match &event.kind {
-            EventKind::Wallet(w) => replace(
-                self.wallets
-                    .entry((w.chain.to_string(), w.address.to_string())),
-                event,
-            ),
+            EventKind::Wallet(w) => {
+                let (chain, address) = (w.chain.to_string(), w.address.to_string());
+                // The balances it carries are newer than those observed
+                // before it (a watcher declares again when it restarts).
+                let mut changed = false;
+                for b in &w.balances {
+                    changed |= self
+                        .balances
+                        .remove(&(chain.clone(), address.clone(), b.asset.to_string()))
+                        .is_some();
+                }
+                replace(self.wallets.entry((chain, address)), event) || changed
+            }
             EventKind::Balance(b) => replace(
                 self.balances.entry((
                     b.chain.to_string(),
@@ -139,7 +147,6 @@ fn replace<K: Ord>(entry: Entry<'_, K, Event>, event: &Event) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use drainguard_bus::kafka::decode;
     use drainguard_engine::{Output, RuleSet};
 
     use super::*;
@@ -194,6 +201,31 @@ mod tests {
         // Without them, the same transfer is no one's outflow.
         let mut blank = Engine::new(RuleSet::builtin().unwrap());
         assert_eq!(drain(&mut blank), (Vec::new(), false));
+    }
+
+    #[test]
+    fn a_wallet_declared_again_with_balances_outdates_the_balances_observed_before() {
+        let mut saved = Declarations::default();
+        saved.note(&event(WALLET));
+        saved.note(&event(BALANCE));
+        // A watcher restarts and declares the wallet with 95 ETH.
+        assert!(saved.note(&event(&WALLET.replace("\"1000\"", "\"95\""))));
+        let mut engine = Engine::new(RuleSet::builtin().unwrap());
+        saved.restore(&mut engine);
+        // 90 of 95 is still a drain, judged against 95, not the older 100.
+        let mut out = Vec::new();
+        engine.process(&event(DRAIN), &mut out);
+        let summaries: Vec<String> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Finding(f) => Some(f.summary.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            summaries.iter().any(|s| s.contains("94.7%")),
+            "{summaries:?}"
+        );
     }
 
     #[test]
