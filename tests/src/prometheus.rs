@@ -280,13 +280,31 @@ impl Prometheus {
             .unwrap_or_default())
     }
 
-    /// The scrape targets' health (`/api/v1/targets`).
-    pub fn targets_up(&self) -> anyhow::Result<bool> {
+    /// Whether every target is up, and the targets as Prometheus tells.
+    fn targets(&self) -> anyhow::Result<(bool, Value)> {
         let (_, text) = self.get("/api/v1/targets")?;
         let json: Value = serde_json::from_str(&text)?;
-        Ok(json["data"]["activeTargets"]
+        let up = json["data"]["activeTargets"]
             .as_array()
-            .is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["health"] == "up")))
+            .is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["health"] == "up"));
+        Ok((up, json))
+    }
+
+    /// Waits up to `timeout` for every target to be up: on a loaded
+    /// machine one scrape can miss its 1 s timeout, and the next decides.
+    /// Fails with the targets as Prometheus last told them.
+    pub fn wait_for_targets_up(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (up, json) = self.targets()?;
+            if up {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!("not every target is up after {timeout:?}: {json}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 }
 

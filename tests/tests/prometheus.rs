@@ -159,7 +159,7 @@ fn e2e_prometheus_panels_and_alerts_have_data_and_the_freeze_alert_fires() {
     // The drain comes about 2 s after start; the webhook endpoint is dead,
     // so deliveries fail and are retried.
     wait_for_the_freeze_alert(&prom, "");
-    assert!(prom.targets_up().unwrap(), "the daemon is scraped");
+    prom.wait_for_targets_up(Duration::from_secs(20)).unwrap();
     let (status, metrics) = d.get("/metrics").unwrap();
     assert_eq!(status, 200);
     every_panel_and_alert_has_series(&prom, &metrics, &rules, Mode::Memory);
@@ -206,7 +206,7 @@ fn e2e_prometheus_kafka_mode_panels_and_alerts_have_data_and_the_freeze_alert_fi
     anvil.reorg(1, &[]).unwrap();
 
     wait_for_the_freeze_alert(&prom, &format!("broker log:\n{}", broker.log()));
-    assert!(prom.targets_up().unwrap(), "both processes are scraped");
+    prom.wait_for_targets_up(Duration::from_secs(20)).unwrap();
     let (status, engine_metrics) = engine.get("/metrics").unwrap();
     assert_eq!(status, 200);
     let (status, watch_metrics) = watch.get("/metrics").unwrap();
