@@ -35,21 +35,20 @@ fn bench(preset: &str, store_dir: &Path, extra: &[&str]) -> Value {
     run_json(&args)
 }
 
+/// The figure at `path`.
+fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(v, |v, k| &v[k])
+}
+
 /// A count in the figures.
 fn int(v: &Value, path: &[&str]) -> u64 {
-    let mut v = v;
-    for k in path {
-        v = &v[k];
-    }
+    let v = at(v, path);
     v.as_u64()
         .unwrap_or_else(|| panic!("{path:?} is not a count: {v}"))
 }
 
 fn num(v: &Value, path: &[&str]) -> f64 {
-    let mut v = v;
-    for k in path {
-        v = &v[k];
-    }
+    let v = at(v, path);
     v.as_f64()
         .unwrap_or_else(|| panic!("{path:?} is not a number: {v}"))
 }

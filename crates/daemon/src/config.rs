@@ -839,14 +839,6 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
                 format!("{} is more than {MAX_DECIMALS}", c.native_decimals),
             );
         }
-        for (j, t) in c.tokens.iter().enumerate() {
-            if t.decimals > MAX_DECIMALS {
-                err(
-                    &f(&format!("tokens[{j}].decimals")),
-                    format!("{} is more than {MAX_DECIMALS}", t.decimals),
-                );
-            }
-        }
         let mut watched = drainguard_evm::Watched::new(
             drainguard_model::Asset::new(&c.native),
             c.native_decimals,
@@ -872,6 +864,12 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
             }
         }
         for (j, t) in c.tokens.iter().enumerate() {
+            if t.decimals > MAX_DECIMALS {
+                err(
+                    &f(&format!("tokens[{j}].decimals")),
+                    format!("{} is more than {MAX_DECIMALS}", t.decimals),
+                );
+            }
             match t.address.parse() {
                 Ok(a) => watched.add_token(a, drainguard_model::Asset::new(&t.symbol), t.decimals),
                 Err(e) => err(

@@ -60,17 +60,21 @@ impl Declarations {
         Ok(saved)
     }
 
+    /// Wallets, then balances (newer than a declaration's), then prices:
+    /// the order they are restored in.
+    fn events(&self) -> impl Iterator<Item = &Event> {
+        self.wallets
+            .values()
+            .chain(self.balances.values())
+            .chain(self.prices.values())
+    }
+
     /// Feeds them to a fresh engine: wallets, then their balances (newer
     /// than a declaration's), then prices. What they would raise was raised
     /// when they first came, so the engine's outputs are dropped.
     pub(crate) fn restore(&self, engine: &mut Engine) {
         let mut out = Vec::new();
-        let events = self
-            .wallets
-            .values()
-            .chain(self.balances.values())
-            .chain(self.prices.values());
-        for e in events {
+        for e in self.events() {
             engine.process(e, &mut out);
         }
         tracing::info!(
@@ -114,12 +118,7 @@ impl Declarations {
     /// The store entry holding them.
     pub(crate) fn state(&self) -> anyhow::Result<(String, Value)> {
         let mut messages = Vec::new();
-        for e in self
-            .wallets
-            .values()
-            .chain(self.balances.values())
-            .chain(self.prices.values())
-        {
+        for e in self.events() {
             let bytes = encode(e).context("encoding a declaration")?;
             messages.push(String::from_utf8(bytes).context("encoding a declaration")?);
         }

@@ -24,10 +24,7 @@ fn bench(c: &mut Criterion) {
     let rules = RuleSet::builtin().unwrap();
     let events: Vec<Event> = records
         .iter()
-        .map(|r| Event {
-            t: r.t,
-            kind: r.kind.clone(),
-        })
+        .map(drainguard_sim::Record::to_event)
         .collect();
     let counted = events
         .iter()

@@ -42,10 +42,7 @@ fn main() {
     } else {
         records
             .iter()
-            .map(|r| Event {
-                t: r.t,
-                kind: r.kind.clone(),
-            })
+            .map(drainguard_sim::Record::to_event)
             .collect()
     };
     let counted = events

@@ -146,10 +146,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let records = generate(&day);
     let events: Vec<Event> = records
         .iter()
-        .map(|r| Event {
-            t: r.t,
-            kind: r.kind.clone(),
-        })
+        .map(drainguard_sim::Record::to_event)
         .collect();
 
     tracing::info!(

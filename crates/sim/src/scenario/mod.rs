@@ -12,7 +12,7 @@ mod reference;
 use std::io::{self, BufRead, Write};
 
 use drainguard_model::{
-    AdminAction, Amount, ApprovalStandard, EventKind, Stage, Timestamp, WalletRole,
+    AdminAction, Amount, ApprovalStandard, Event, EventKind, Stage, Timestamp, WalletRole,
 };
 use serde_json::{Map, Value};
 
@@ -39,6 +39,16 @@ pub struct Record {
     pub kind: EventKind,
     /// Ground truth, where given.
     pub label: Option<Label>,
+}
+
+impl Record {
+    /// The event as the engine takes it (the label is never the engine's).
+    pub fn to_event(&self) -> Event {
+        Event {
+            t: self.t,
+            kind: self.kind.clone(),
+        }
+    }
 }
 
 /// A scenario line that could not be read. Names the line (1-based) and,
