@@ -847,10 +847,11 @@ pub(crate) fn load(path: &Path) -> Result<Config, LoadErrors> {
             let role = match w.role.as_str() {
                 "hot" => drainguard_model::WalletRole::Hot,
                 "cold" => drainguard_model::WalletRole::Cold,
+                "tripwire" => drainguard_model::WalletRole::Tripwire,
                 other => {
                     err(
                         &f(&format!("wallets[{j}].role")),
-                        format!("{other:?} is not hot or cold"),
+                        format!("{other:?} is not hot, cold or tripwire"),
                     );
                     continue;
                 }

@@ -179,14 +179,18 @@ pub struct NewDestinationParams {
     pub large_multiple: f64,
     /// Outflows of a wallet and asset needed before the multiple applies.
     pub history_min: u64,
-    /// A fresh address paid by this many distinct wallets or chains within
-    /// the window...
+    /// A fresh address paid by this many distinct senders within the
+    /// window, a sender being one wallet's one asset (another asset,
+    /// another wallet or another chain)...
     pub min_sources: Option<u32>,
     /// A fresh address paid this many times within the window...
     pub repeat_count: Option<u32>,
     /// ...fires when the payments add up to this share (basis points, each
     /// payment measured against its wallet's balance).
     pub min_total_share_bps: u32,
+    /// A sender counts towards `min_sources` only with a payment of at
+    /// least this share of its balance (basis points; 0: any payment).
+    pub min_source_share_bps: u32,
 }
 
 /// `denylist` parameters.
@@ -239,13 +243,20 @@ pub struct ApprovalParams {
 pub struct PresignParams {
     /// Give verdicts at all.
     pub enabled: bool,
-    /// Hold an intent of at least this multiple of the wallet's largest
-    /// earlier outflow of the asset...
+    /// Hold an intent that takes at least this share of the wallet's
+    /// balance (basis points): no hot-wallet policy pays that much in one
+    /// withdrawal; it is reviewed and paid from cold storage. It applies
+    /// from the first intent on, learned history or not.
+    pub max_share_bps: u32,
+    /// The learned limit: an intent of at least this multiple of the
+    /// wallet's largest earlier outflow of the asset...
     pub history_multiple: f64,
-    /// ...once this many outflows are known...
+    /// ...once this many outflows are known (before that, the cold start,
+    /// only `max_share_bps` applies)...
     pub history_min: u64,
     /// ...when it is also at least this share of the wallet's balance
-    /// (basis points).
+    /// (basis points) is allowed with a warning finding: a whale is
+    /// many times a wallet's usual largest, so it alerts, never holds.
     pub min_share_bps: u32,
     /// Hold an intent that would push a freeze rule's window over its limit.
     pub window: bool,
@@ -261,6 +272,7 @@ impl Default for PresignParams {
     fn default() -> Self {
         PresignParams {
             enabled: true,
+            max_share_bps: 5_000,
             history_multiple: 10.0,
             history_min: 20,
             min_share_bps: 500,
@@ -322,6 +334,8 @@ pub enum RuleKind {
     Blind(BlindParams),
     /// Outflow volume against the learned per-hour-of-week baseline.
     Baseline(BaselineParams),
+    /// Any outflow or approval from a tripwire (decoy) wallet.
+    Tripwire,
 }
 
 impl RuleKind {
@@ -338,6 +352,7 @@ impl RuleKind {
             RuleKind::Approval(_) => "approval",
             RuleKind::Blind(_) => "blind",
             RuleKind::Baseline(_) => "baseline",
+            RuleKind::Tripwire => "tripwire",
         }
     }
 }
@@ -398,6 +413,7 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawPresign {
     enabled: Option<bool>,
+    max_share: Option<f64>,
     history_multiple: Option<f64>,
     history_min: Option<u64>,
     min_share: Option<f64>,
@@ -664,6 +680,7 @@ const KINDS: &[&str] = &[
     "new_destination",
     "denylist",
     "correlation",
+    "tripwire",
 ];
 
 fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Option<RuleKind> {
@@ -734,6 +751,7 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
                 p.check.err("params.min_sources", "must be at least 2");
             }
             let min_total_share_bps = p.share("min_total_share").unwrap_or(0);
+            let min_source_share_bps = p.share("min_source_share").unwrap_or(0);
             if large_share_bps.is_none() && min_sources.is_none() && repeat_count.is_none() {
                 p.check
                     .err("params", "give large_share, min_sources or repeat_count");
@@ -747,6 +765,7 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
                 min_sources,
                 repeat_count,
                 min_total_share_bps,
+                min_source_share_bps,
             })
         }
         "denylist" => {
@@ -910,6 +929,7 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
                 min_severity,
             })
         }
+        "tripwire" => RuleKind::Tripwire,
         _ => return None,
     })
 }
@@ -980,6 +1000,13 @@ impl RuleSet {
                     presign.min_share_bps = (v * 10_000.0).round() as u32;
                 } else {
                     err("min_share", format!("{v} is not a share in (0, 1]"));
+                }
+            }
+            if let Some(v) = rp.max_share {
+                if v > 0.0 && v <= 1.0 {
+                    presign.max_share_bps = (v * 10_000.0).round() as u32;
+                } else {
+                    err("max_share", format!("{v} is not a share in (0, 1]"));
                 }
             }
             presign.history_min = rp.history_min.unwrap_or(presign.history_min);

@@ -184,6 +184,28 @@ struct Pending {
     evidence_key: String,
 }
 
+impl Pending {
+    /// The finding of a single-transaction rule about an outflow a
+    /// withdrawal intent announced: the withdrawal system asked for it, so
+    /// its risk was the pre-signing verdict's to judge. It alerts; it
+    /// neither freezes nor counts towards a correlation.
+    fn authorised(mut self, intent_matched: bool) -> Pending {
+        if intent_matched {
+            if self.finding.wants_freeze {
+                self.finding
+                    .summary
+                    .push_str(" (authorised by a withdrawal intent: alert only)");
+                self.finding
+                    .figures
+                    .push(("authorised".to_string(), "intent".to_string()));
+            }
+            self.freeze_scope = None;
+            self.finding.wants_freeze = false;
+        }
+        self
+    }
+}
+
 /// The rules engine. Pure and synchronous: feed it events in time order.
 #[derive(Debug)]
 pub struct Engine {
@@ -336,6 +358,16 @@ impl BlindTerm {
     }
 }
 
+/// What the pre-signing checks found about one intent.
+struct PresignCheck {
+    /// Reasons to hold it.
+    reasons: Vec<String>,
+    /// The freeze already covering its wallet, if any.
+    frozen: Option<String>,
+    /// Why it is unusual though allowed (the learned limit), if it is.
+    unusual: Option<String>,
+}
+
 /// The pre-signing verdict on one withdrawal intent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -392,6 +424,7 @@ fn rule_window(rule: &Rule) -> Duration {
         | RuleKind::Denylist(_)
         | RuleKind::BalanceDrain(_)
         | RuleKind::Approval(_)
+        | RuleKind::Tripwire
         | RuleKind::Blind(_) => Duration::ZERO,
         RuleKind::Baseline(_) => Duration::from_secs(3600),
     }
@@ -531,6 +564,7 @@ impl RuleIndex {
         for (i, rule) in rules.rules.iter().enumerate() {
             let judges_outflows = match &rule.kind {
                 RuleKind::UnmatchedOutflow(_)
+                | RuleKind::Tripwire
                 | RuleKind::Baseline(_)
                 | RuleKind::BalanceDrain(_)
                 | RuleKind::Velocity(_) => true,
@@ -986,7 +1020,7 @@ impl Engine {
                     let seq = windows
                         .entry(s.to)
                         .or_insert_with(|| DestWindow::starting_at(first))
-                        .push(s.first_seen, from, s.share_bps, p.window);
+                        .push(s.first_seen, (from, s.asset), s.share_bps, p.window);
                     self.pushes += 1;
                     refs.push(WindowRef::new(DEST | u16::try_from(idx).unwrap_or(0), seq));
                 }
@@ -1020,7 +1054,7 @@ impl Engine {
                         continue;
                     };
                     for (to, w) in windows.iter_mut() {
-                        let sum = w.summary(now, p.window);
+                        let sum = w.summary(now, p.window, p.min_source_share_bps);
                         if p.min_sources.is_some_and(|m| sum.sources >= m)
                             || p.repeat_count.is_some_and(|r| sum.payments >= r)
                         {
@@ -1600,6 +1634,21 @@ impl Engine {
                         ("max_tx_share".to_string(), pct(limit)),
                     ];
                     let sub = Subject::of_transfer(tr, s.usd());
+                    found.push(
+                        pending(t, rule, scope(), &sub, summary, figures).authorised(matched),
+                    );
+                }
+                RuleKind::Tripwire if first_time && self.state.is_tripwire(from) => {
+                    let summary = format!(
+                        "tripwire {} moved {} {} ({}) to {}: its key is in an attacker's hands, and the keys kept beside it with it",
+                        tr.from,
+                        tr.amount.to_decimal_string(tr.decimals),
+                        tr.asset,
+                        s.usd(),
+                        tr.to
+                    );
+                    let figures = vec![("stage".to_string(), tr.stage.as_str().to_string())];
+                    let sub = Subject::of_transfer(tr, s.usd());
                     found.push(pending(t, rule, scope(), &sub, summary, figures));
                 }
                 RuleKind::OutflowWindow(_) | RuleKind::Velocity(_) => {
@@ -1663,7 +1712,10 @@ impl Engine {
                                 ("earlier_outflows".to_string(), history.count.to_string()),
                             ];
                             let sub = Subject::of_transfer(tr, s.usd());
-                            found.push(pending(t, rule, scope(), &sub, summary, figures));
+                            found.push(
+                                pending(t, rule, scope(), &sub, summary, figures)
+                                    .authorised(matched),
+                            );
                         }
                     }
                     if p.min_sources.is_none() && p.repeat_count.is_none() {
@@ -1678,10 +1730,10 @@ impl Engine {
                     let dw = windows
                         .entry(s.to)
                         .or_insert_with(|| DestWindow::starting_at(first));
-                    let seq = dw.push(t, from, share_bps, p.window);
+                    let seq = dw.push(t, (from, s.asset), share_bps, p.window);
                     self.pushes += 1;
                     refs.push(WindowRef::new(DEST | u16::try_from(idx).unwrap_or(0), seq));
-                    let sum = dw.summary(t, p.window);
+                    let sum = dw.summary(t, p.window, p.min_source_share_bps);
                     let converging = fresh
                         && sum.total_share_bps >= u64::from(p.min_total_share_bps)
                         && (p.min_sources.is_some_and(|m| sum.sources >= m)
@@ -1692,7 +1744,7 @@ impl Engine {
                         }
                     } else if fired.insert(s.to) {
                         let summary = format!(
-                            "{} received {} payments from {} hot wallet(s) in {}, {} of their balances, within {} of first being paid",
+                            "{} received {} payments from {} source(s) (wallet, asset or chain) in {}, {} of their balances, within {} of first being paid",
                             tr.to,
                             sum.payments,
                             sum.sources,
@@ -1747,9 +1799,10 @@ impl Engine {
             .addrs
             .get(&a.owner)
             .and_then(|id| self.state.wallet(chain, id));
-        if !owner.is_some_and(|w| self.state.is_hot(w)) {
+        let Some(owner) = owner.filter(|&w| self.state.is_watched(w)) else {
             return;
-        }
+        };
+        let tripwire = self.state.is_tripwire(owner);
         let subject = Subject {
             chain: a.chain.clone(),
             wallet: a.owner.clone(),
@@ -1779,6 +1832,13 @@ impl Engine {
             }
             let scope = || scope_of(rule.scope, &a.chain, &a.owner, &a.asset);
             let (summary, figures) = match &rule.kind {
+                RuleKind::Tripwire if tripwire => (
+                    format!(
+                        "tripwire {} signed an approval of {} over its {}: its key is in an attacker's hands",
+                        a.owner, a.spender, a.asset
+                    ),
+                    vec![("spender".to_string(), a.spender.to_string())],
+                ),
                 RuleKind::Denylist(p) if p.addresses.contains(&a.spender) => (
                     format!(
                         "{} approved denylisted spender {} for {}",
@@ -1968,7 +2028,7 @@ impl Engine {
     /// The pre-signing verdict on a withdrawal intent: the reasons to hold
     /// it, and the freeze already covering its wallet, if any (`None`:
     /// verdicts are off, or the wallet is not the exchange's).
-    fn verdict(&mut self, i: &Intent, key: IntentKey) -> Option<(Vec<String>, Option<String>)> {
+    fn verdict(&mut self, i: &Intent, key: IntentKey) -> Option<PresignCheck> {
         let p = &self.rules.presign;
         if !p.enabled {
             return None;
@@ -1976,24 +2036,40 @@ impl Engine {
         let (chain, wallet, to, asset) = key;
         let w = self.state.wallet(chain, wallet)?;
         let mut reasons = Vec::new();
+        let mut unusual = None;
         let balance = self.state.balance(w, asset);
         let share = balance.and_then(|b| i.amount.bps_of(b)).unwrap_or(0);
+        if balance.is_some() && share >= p.max_share_bps {
+            reasons.push(format!(
+                "{} {} would take {} of the wallet's balance in one withdrawal (limit {}): review it and pay it from cold storage",
+                i.amount.to_decimal_string(i.decimals),
+                i.asset,
+                pct(u64::from(share)),
+                pct(u64::from(p.max_share_bps))
+            ));
+        }
         let history = self
             .state
             .history
             .get(&(w, asset))
             .copied()
             .unwrap_or_default();
+        // The learned limit: what this wallet's customers withdraw. Until
+        // `history_min` withdrawals are known it is not judged (the share
+        // limit above applies alone); after, a withdrawal far above them
+        // alerts. It never holds: a whale is many times a wallet's usual
+        // largest, and a held legitimate withdrawal is a false freeze.
         if history.count >= p.history_min && share >= p.min_share_bps {
             let scaled = (p.history_multiple * 1000.0).round() as u128;
             if U256::from(units(i.amount)) * U256::from(1000u32)
                 >= U256::from(units(history.max)) * U256::from(scaled)
             {
-                reasons.push(format!(
-                    "{} {} is {:.1}x the wallet's largest earlier withdrawal ({}) and {} of its balance",
+                unusual = Some(format!(
+                    "{} {} is {:.1}x the wallet's largest of {} earlier withdrawals ({}) and {} of its balance",
                     i.amount.to_decimal_string(i.decimals),
                     i.asset,
                     units(i.amount) as f64 / units(history.max).max(1) as f64,
+                    history.count,
                     history.max.to_decimal_string(i.decimals),
                     pct(u64::from(share))
                 ));
@@ -2095,7 +2171,11 @@ impl Engine {
                 .find(|f| f.scope.covers(&scope))
                 .map(|f| format!("its wallet is frozen ({}, {})", f.id, f.scope))
         });
-        Some((reasons, frozen.flatten()))
+        Some(PresignCheck {
+            reasons,
+            frozen: frozen.flatten(),
+            unusual,
+        })
     }
 
     /// Handles an intent: its verdict first; an allowed intent joins the
@@ -2103,19 +2183,31 @@ impl Engine {
     /// unmatched).
     fn on_intent(&mut self, t: Timestamp, i: &Intent, found: &mut Vec<Pending>) -> Verdict {
         let key = self.state.intent_key(i);
-        match self.verdict(i, key) {
+        let check = self.verdict(i, key);
+        if let Some(note) = check.as_ref().and_then(|c| c.unusual.clone()) {
+            found.push(self.presign_finding(t, i, note, None));
+        }
+        match check {
             None => self.state.add_intent(t, key, i),
-            Some((reasons, None)) if reasons.is_empty() => self.state.add_intent(t, key, i),
+            Some(PresignCheck {
+                reasons,
+                frozen: None,
+                ..
+            }) if reasons.is_empty() => self.state.add_intent(t, key, i),
             // The wallet is already frozen: the hold belongs to that
             // incident (no new finding), and the intent stays matchable so
             // withdrawals the exchange signed before the freeze took effect
             // are not reported as thefts.
-            Some((mut reasons, Some(frozen))) => {
+            Some(PresignCheck {
+                mut reasons,
+                frozen: Some(frozen),
+                ..
+            }) => {
                 self.state.add_intent(t, key, i);
                 reasons.push(frozen);
                 return Verdict::Hold { reasons };
             }
-            Some((reasons, None)) => {
+            Some(PresignCheck { reasons, .. }) => {
                 let summary = format!(
                     "held withdrawal {}: {} {} from {} to {}: {}",
                     i.id,
@@ -2125,50 +2217,76 @@ impl Engine {
                     i.to,
                     reasons.join("; ")
                 );
-                let evidence = Evidence {
-                    chain: i.chain.clone(),
-                    tx_hash: i.tx_hash.clone().unwrap_or_else(|| TxHash::new("")),
-                    index: 0,
-                    stage: "intent".to_string(),
-                    from: i.wallet.clone(),
-                    to: i.to.clone(),
-                    asset: i.asset.clone(),
-                    amount: i.amount.to_decimal_string(i.decimals),
-                    usd: Usd::of(
-                        i.amount,
-                        i.decimals,
-                        self.state
-                            .price(self.state.asset_lookup(&i.asset).unwrap_or(0)),
-                    )
-                    .to_f64(),
-                };
-                let scope = Scope::Intent(i.id.clone());
-                found.push(Pending {
-                    finding: Finding {
-                        t,
-                        rule: PRESIGN_RULE.to_string(),
-                        kind: "presign".to_string(),
-                        severity: drainguard_model::Severity::Critical,
-                        scope: scope.clone(),
-                        chain: Some(i.chain.clone()),
-                        wallet: Some(i.wallet.clone()),
-                        summary,
-                        shadow: false,
-                        wants_freeze: true,
-                        figures: reasons
-                            .iter()
-                            .enumerate()
-                            .map(|(n, r)| (format!("reason_{}", n + 1), r.clone()))
-                            .collect(),
-                        evidence: vec![evidence],
-                    },
-                    freeze_scope: Some(scope),
-                    evidence_key: format!("intent:{}", i.id),
-                });
+                found.push(self.presign_finding(t, i, summary, Some(&reasons)));
                 return Verdict::Hold { reasons };
             }
         }
         Verdict::Allow
+    }
+
+    /// A pre-signing finding about intent `i`: a hold (critical, a freeze
+    /// of scope `intent:<id>`) when `reasons` are given, else a warning
+    /// that lets it through.
+    fn presign_finding(
+        &self,
+        t: Timestamp,
+        i: &Intent,
+        summary: String,
+        reasons: Option<&[String]>,
+    ) -> Pending {
+        let evidence = Evidence {
+            chain: i.chain.clone(),
+            tx_hash: i.tx_hash.clone().unwrap_or_else(|| TxHash::new("")),
+            index: 0,
+            stage: "intent".to_string(),
+            from: i.wallet.clone(),
+            to: i.to.clone(),
+            asset: i.asset.clone(),
+            amount: i.amount.to_decimal_string(i.decimals),
+            usd: Usd::of(
+                i.amount,
+                i.decimals,
+                self.state
+                    .price(self.state.asset_lookup(&i.asset).unwrap_or(0)),
+            )
+            .to_f64(),
+        };
+        let scope = Scope::Intent(i.id.clone());
+        let hold = reasons.is_some();
+        let figures = match reasons {
+            Some(reasons) => reasons
+                .iter()
+                .enumerate()
+                .map(|(n, r)| (format!("reason_{}", n + 1), r.clone()))
+                .collect(),
+            None => vec![("verdict".to_string(), "allow".to_string())],
+        };
+        Pending {
+            finding: Finding {
+                t,
+                rule: PRESIGN_RULE.to_string(),
+                kind: "presign".to_string(),
+                severity: if hold {
+                    drainguard_model::Severity::Critical
+                } else {
+                    drainguard_model::Severity::Warning
+                },
+                scope: scope.clone(),
+                chain: Some(i.chain.clone()),
+                wallet: Some(i.wallet.clone()),
+                summary: if hold {
+                    summary
+                } else {
+                    format!("allowed withdrawal {}, unusually large: {summary}", i.id)
+                },
+                shadow: false,
+                wants_freeze: hold,
+                figures,
+                evidence: vec![evidence],
+            },
+            freeze_scope: hold.then_some(scope),
+            evidence_key: format!("intent:{}", i.id),
+        }
     }
 
     /// Advances the engine's clock without an event, for the checks that
@@ -2440,12 +2558,15 @@ impl Engine {
                 continue;
             };
             for f in found.iter().map(|p| &p.finding) {
-                // Only findings that call for a freeze escalate: volume alerts on
-                // several chains during a withdrawal rush must not halt everything.
+                // Only findings that freeze on their own merit escalate:
+                // volume alerts on several chains during a withdrawal rush,
+                // authorised outflows, and one withdrawal held before it is
+                // signed must not halt everything.
                 if !f.shadow
                     && f.wants_freeze
                     && f.severity >= p.min_severity
                     && f.kind != "correlation"
+                    && f.kind != "presign"
                 {
                     let wallet = f.chain.clone().zip(f.wallet.clone());
                     recent.push_back((f.t, f.chain.clone(), wallet));

@@ -10,9 +10,13 @@ use smallvec::SmallVec;
 
 use crate::{
     intern::AddrId,
-    state::{WalletIdx, WindowKey},
+    state::{AssetId, WalletIdx, WindowKey},
     window::Seq,
 };
+
+/// Who paid: one wallet's one asset. A destination collecting another
+/// asset, or from another wallet or chain, has another source.
+pub(crate) type Source = (WalletIdx, AssetId);
 
 /// The state one rule keeps between events.
 #[derive(Debug)]
@@ -58,7 +62,7 @@ pub(crate) type Correlated = (Timestamp, Option<Chain>, Option<(Chain, Address)>
 #[derive(Debug, Clone)]
 pub(crate) struct Payment {
     pub(crate) t: Timestamp,
-    pub(crate) source: WalletIdx,
+    pub(crate) source: Source,
     pub(crate) share_bps: u32,
     live: bool,
 }
@@ -102,7 +106,7 @@ impl DestWindow {
     pub(crate) fn push(
         &mut self,
         t: Timestamp,
-        source: WalletIdx,
+        source: Source,
         share_bps: u32,
         length: Duration,
     ) -> Seq {
@@ -126,25 +130,33 @@ impl DestWindow {
         }
     }
 
-    pub(crate) fn summary(&mut self, now: Timestamp, length: Duration) -> DestSummary {
+    /// The live payments within the window: how many, their total share,
+    /// and how many distinct sources paid at least `source_share_bps` of
+    /// their balance in one payment.
+    pub(crate) fn summary(
+        &mut self,
+        now: Timestamp,
+        length: Duration,
+        source_share_bps: u32,
+    ) -> DestSummary {
         self.expire(now, length);
         // Nearly every destination is paid once.
         if let [p] = self.entries.as_slice() {
             let live = u32::from(p.live);
             return DestSummary {
-                sources: live,
+                sources: u32::from(p.live && p.share_bps >= source_share_bps),
                 payments: live,
                 total_share_bps: u64::from(live * p.share_bps),
             };
         }
         // Otherwise one or two payments: count distinct sources without
         // allocating.
-        let mut sources: SmallVec<[WalletIdx; 8]> = SmallVec::new();
+        let mut sources: SmallVec<[Source; 8]> = SmallVec::new();
         let (mut payments, mut total) = (0u32, 0u64);
         for p in self.entries.iter().filter(|p| p.live) {
             payments += 1;
             total += u64::from(p.share_bps);
-            if !sources.contains(&p.source) {
+            if p.share_bps >= source_share_bps && !sources.contains(&p.source) {
                 sources.push(p.source);
             }
         }
@@ -171,15 +183,17 @@ mod tests {
         /// taken back (one payment, the common case, included).
         #[test]
         fn summary_counts_the_live_payments_in_the_window(
-            ops in proptest::collection::vec((0u32..4, 0u32..10_000, any::<bool>(), 0i64..30), 1..12)
+            ops in proptest::collection::vec((0u32..4, 0u16..2, 0u32..10_000, any::<bool>(), 0i64..30), 1..12),
+            min_share in prop_oneof![Just(0u32), 0u32..10_000],
         ) {
             let length = Duration::from_secs(60);
             let mut w = DestWindow::starting_at(100);
-            let mut model: Vec<(i64, u32, u32, bool)> = Vec::new();
+            let mut model: Vec<(i64, (u32, u16), u32, bool)> = Vec::new();
             let mut t = 0i64;
-            for (source, share, take_back, dt) in ops {
+            for (wallet, asset, share, take_back, dt) in ops {
                 t += dt;
                 let at = Timestamp::from_unix_secs(t);
+                let source = (wallet, asset);
                 let seq = w.push(at, source, share, length);
                 model.push((t, source, share, true));
                 if take_back {
@@ -192,7 +206,8 @@ mod tests {
                     .iter()
                     .filter(|(pt, _, _, l)| *l && *pt > t - 60)
                     .collect();
-                let mut sources: Vec<u32> = live.iter().map(|p| p.1).collect();
+                let mut sources: Vec<(u32, u16)> =
+                    live.iter().filter(|p| p.2 >= min_share).map(|p| p.1).collect();
                 sources.sort_unstable();
                 sources.dedup();
                 let want = DestSummary {
@@ -200,7 +215,7 @@ mod tests {
                     payments: live.len() as u32,
                     total_share_bps: live.iter().map(|p| u64::from(p.2)).sum(),
                 };
-                prop_assert_eq!(w.summary(at, length), want);
+                prop_assert_eq!(w.summary(at, length, min_share), want);
             }
         }
     }

@@ -797,6 +797,20 @@ impl State {
             .is_some_and(|w| w.role == WalletRole::Hot)
     }
 
+    /// Whether the wallet's outflows are judged: hot wallets and
+    /// tripwires.
+    pub(crate) fn is_watched(&self, w: WalletIdx) -> bool {
+        self.wallets
+            .get(w as usize)
+            .is_some_and(|w| w.role.is_watched())
+    }
+
+    pub(crate) fn is_tripwire(&self, w: WalletIdx) -> bool {
+        self.wallets
+            .get(w as usize)
+            .is_some_and(|w| w.role == WalletRole::Tripwire)
+    }
+
     pub(crate) fn declare_wallet(
         &mut self,
         chain: &Chain,
@@ -1014,13 +1028,16 @@ impl State {
         let from = self.addrs.get(&tr.from).and_then(|a| self.wallet(chain, a));
         // A hot wallet's destination is interned anyway (every destination
         // of an outflow is remembered): one lookup, not two.
-        let to_known = if from.is_some_and(|w| self.is_hot(w)) {
+        let to_known = if from.is_some_and(|w| self.is_watched(w)) {
             Some(self.intern(&tr.to))
         } else {
             self.addrs.get(&tr.to)
         };
         let to_wallet = to_known.and_then(|a| self.wallet(chain, a));
         let direction = match (from, to_wallet) {
+            // Nothing leaves a tripwire on the exchange's behalf, not even
+            // to its own wallets.
+            (Some(w), _) if self.is_tripwire(w) => Direction::Outflow,
             (Some(_), Some(_)) => Direction::Internal,
             (Some(w), None) if self.is_hot(w) => Direction::Outflow,
             (None, Some(_)) => Direction::Inflow,

@@ -39,6 +39,27 @@ pub enum WalletRole {
     Hot,
     /// The exchange's own cold storage: moves to it are internal.
     Cold,
+    /// A decoy wallet whose keys are kept beside the real hot keys and
+    /// which the exchange never spends from: any outflow from it is a
+    /// certain compromise.
+    Tripwire,
+}
+
+impl WalletRole {
+    /// Its name in scenario files and the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WalletRole::Hot => "hot",
+            WalletRole::Cold => "cold",
+            WalletRole::Tripwire => "tripwire",
+        }
+    }
+
+    /// Whether the engine watches the wallet's outflows (hot wallets and
+    /// tripwires; cold storage's keys are not on a hot server).
+    pub fn is_watched(self) -> bool {
+        matches!(self, WalletRole::Hot | WalletRole::Tripwire)
+    }
 }
 
 /// Identifies one transfer across all its stages: (chain, tx hash, index).

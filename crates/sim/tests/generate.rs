@@ -285,66 +285,6 @@ fn balances_never_go_negative_and_balance_records_are_exact() {
     }
 }
 
-#[test]
-fn normal_withdrawals_stay_under_one_and_a_half_percent_of_the_wallet() {
-    let records = day("normal");
-    let roles = wallets(records);
-    let mut worst = 0.0f64;
-    replay_balances(records, |r, balances| {
-        let EventKind::Transfer(t) = &r.kind else {
-            return;
-        };
-        let hot = roles.get(&t.from).map(|w| w.1) == Some(WalletRole::Hot);
-        if t.stage != Stage::Pending || !hot || roles.contains_key(&t.to) {
-            return;
-        }
-        let balance = balances[&(t.from.clone(), t.asset.clone())];
-        let share = t.amount.0.to::<u128>() as f64 / balance.0.to::<u128>() as f64;
-        worst = worst.max(share);
-        assert!(
-            t.amount.0 * drainguard_model::U256::from(10_000u32)
-                <= balance.0 * drainguard_model::U256::from(150u32),
-            "{} {}: {} of {}",
-            r.t,
-            t.asset,
-            t.amount,
-            balance
-        );
-    })
-    .unwrap();
-    assert!(worst > 0.001, "the cap is never approached: {worst}");
-}
-
-#[test]
-fn every_regular_destination_is_paid_by_one_wallet() {
-    for &name in PRESETS {
-        let records = day(name);
-        let roles = wallets(records);
-        let mut payers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut receipts: BTreeMap<String, usize> = BTreeMap::new();
-        for (r, t) in transfers(records) {
-            let hot = roles.get(&t.from).map(|w| w.1) == Some(WalletRole::Hot);
-            if t.stage != Stage::Pending || !hot || roles.contains_key(&t.to) {
-                continue;
-            }
-            if r.label == Some(Label::Attack) {
-                continue;
-            }
-            payers
-                .entry(t.to.to_string())
-                .or_default()
-                .insert(t.from.to_string());
-            *receipts.entry(t.to.to_string()).or_default() += 1;
-        }
-        for (to, from) in &payers {
-            assert_eq!(from.len(), 1, "{name}: {to} is paid by {from:?}");
-        }
-        let regular = receipts.values().filter(|&&n| n >= 2).count();
-        assert!(regular > 100, "{name}: {regular} repeated destinations");
-        assert!(regular <= 7 * 40, "{name}: {regular}");
-    }
-}
-
 fn attack_records(records: &[Record]) -> Vec<&Record> {
     records
         .iter()

@@ -15,7 +15,8 @@ use drainguard_sim::{PRESETS, ScenarioWriter, generate, preset};
 /// Arguments of `sim`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The day to generate: normal, coinex, abuse, rush, giant or approval.
+    /// The day to generate: normal, busy, coinex, abuse, rush, giant,
+    /// approval or tripwire.
     #[arg(long, default_value = "normal")]
     preset: String,
     /// Random seed; the same seed gives the same file.
@@ -24,9 +25,10 @@ pub(crate) struct Args {
     /// Hours of traffic.
     #[arg(long, default_value_t = 24.0)]
     hours: f64,
-    /// Withdrawal volume as a multiple of a normal day.
-    #[arg(long, default_value_t = 1.0)]
-    volume: f64,
+    /// Withdrawal volume as a multiple of a normal day (default: the
+    /// preset's, 6 for busy and 1 for the others).
+    #[arg(long)]
+    volume: Option<f64>,
     /// Leave out withdrawal intents (an exchange whose withdrawal system is
     /// not connected).
     #[arg(long)]
@@ -53,11 +55,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if !(args.hours > 0.0 && args.hours <= 24.0 * 31.0) {
         bail!("--hours must be in (0, 744], not {}", args.hours);
     }
-    if !(args.volume > 0.0 && args.volume <= 1000.0) {
-        bail!("--volume must be in (0, 1000], not {}", args.volume);
+    if let Some(volume) = args.volume {
+        if !(volume > 0.0 && volume <= 1000.0) {
+            bail!("--volume must be in (0, 1000], not {volume}");
+        }
+        config.volume = volume;
     }
     config.duration = Duration::from_secs_f64(args.hours * 3600.0);
-    config.volume = args.volume;
     config.intents = !args.no_intents;
     if let Some(at) = &args.incident_at {
         let at = humantime::parse_duration(at).with_context(|| format!("--incident-at {at:?}"))?;

@@ -14,28 +14,73 @@ use std::{cmp::Reverse, collections::BinaryHeap};
 
 use drainguard_model::{
     Address, Amount, Approval, ApprovalStandard, EventKind, Intent, Stage, Timestamp, Transfer,
-    WalletRole,
+    TxHash, WalletRole,
 };
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{
     SimConfig,
-    market::{PricePath, millis, pick_weighted, std_normal},
-    topology::{Family, Ids, POOL_SIZE, Topology, WHOLE},
+    market::{PricePath, SEC, millis, pick_weighted, std_normal},
+    topology::{BITCOIN, COUNTERPARTIES, Family, Ids, Topology, WHOLE},
 };
 use crate::{Label, Record, SCENARIO_DECIMALS};
 
-/// Median USD value of a user withdrawal or deposit.
+// Every parameter below says where its value comes from; none is chosen to
+// keep traffic under a rule's limit (see ../shared/REALISM.md).
+
+/// Median USD value of a retail withdrawal or deposit: a few hundred
+/// dollars, as exchanges' published averages of retail transfers are.
 const MEDIAN_USD: f64 = 400.0;
-/// Log-normal spread of user amounts.
+/// Log-normal spread of retail amounts: σ = 1.6 puts the 99th percentile
+/// near $17k, a retail trader's large withdrawal.
 const SIGMA: f64 = 1.6;
-/// Largest single withdrawal, in basis points of the wallet's balance.
-pub(crate) const WITHDRAWAL_CAP_BPS: u128 = 150;
-/// Share of withdrawals to a regular destination.
+/// The smallest withdrawal exchanges accept, about $10 of any asset.
+const MIN_USD: f64 = 10.0;
+/// Share of withdrawals made by funds, market makers, OTC desks and
+/// whales: one in 1,500, which with the retail tail gives about ten
+/// withdrawals of $100k or more a day at this exchange's volume
+/// ("several times a day at a large exchange", REALISM.md).
+const WHALE_RATE: f64 = 1.0 / 1_500.0;
+/// Where the whale tail starts, in USD.
+const WHALE_MIN_USD: f64 = 50_000.0;
+/// The whale tail's Pareto exponent: 1.16, the 80/20 law; values of
+/// on-chain transfers follow power laws with exponents near 1 (Kondor et
+/// al. 2014 for Bitcoin). No upper bound: a whale may take more than a hot
+/// wallet holds, and is then paid from cold storage.
+const WHALE_ALPHA: f64 = 1.16;
+/// Share of retail withdrawals to a regular counterparty (an account at
+/// another exchange the customer uses again).
 const REGULAR_SHARE: f64 = 0.2;
+/// Share of whale withdrawals to a regular counterparty: the rest go to an
+/// address never paid before ("usually", REALISM.md).
+const WHALE_REGULAR_SHARE: f64 = 0.2;
 /// Share of intents that carry the transaction hash.
 const INTENT_HASH_SHARE: f64 = 0.3;
+/// A hot wallet's per-transaction limit, as a divisor of its target
+/// balance: custody platforms enforce per-transaction limits on hot
+/// wallets (BitGo and Fireblocks policies), and a hot wallet holds "a few
+/// times its largest daily withdrawal" (REALISM.md), so a third. Larger
+/// withdrawals, and those the hot wallet cannot cover, are reviewed by
+/// hand and paid from cold storage.
+const HOT_TX_LIMIT_DIV: u128 = 3;
+/// Manual review of a withdrawal paid from cold storage: 10 to 60 minutes
+/// (exchanges tell customers that large withdrawals take longer).
+const REVIEW_MS: (i64, i64) = (600_000, 3_600_000);
+/// Bitcoin withdrawals wait for the next batch, every 30 minutes: one
+/// transaction pays tens (at 1×) to hundreds (at 6×) of customers, with
+/// change back (REALISM.md).
+pub(crate) const BATCH_EVERY: i64 = 30 * 60 * SEC;
+/// Deposit consolidation bursts a day on each account chain (where every
+/// customer has a deposit address), at any volume.
+pub(crate) const CONSOLIDATIONS_PER_DAY: f64 = 3.0;
+/// Deposit addresses swept in one burst at volume 1 (scaled by the
+/// volume): Binance received ~150,000 deposits a day in Sept 2023
+/// (REALISM.md); this exchange a few thousand.
+const CONSOLIDATION_ADDRESSES: (u32, u32) = (150, 600);
+/// How long one burst lasts, in seconds: the sweeps of a burst are spread
+/// over one to three hours ("within hours", REALISM.md).
+const CONSOLIDATION_SECS: (i64, i64) = (3_600, 3 * 3_600);
 
 /// One side of a transfer.
 #[derive(Debug, Clone)]
@@ -85,6 +130,10 @@ pub(crate) enum Action {
     Withdrawal(usize),
     /// A user deposit on a chain.
     Deposit(usize),
+    /// A burst of deposit-address sweeps into a hot wallet of a chain.
+    Consolidation(usize),
+    /// The pending withdrawals of a chain go out in one transaction.
+    Batch(usize),
     /// An incident step.
     Step(Step),
 }
@@ -129,6 +178,16 @@ struct Send {
     change: bool,
 }
 
+/// A withdrawal waiting for its chain's next batch.
+#[derive(Debug)]
+struct Queued {
+    wallet: usize,
+    asset: usize,
+    to: Address,
+    amount: u128,
+    intent_at: Option<i64>,
+}
+
 /// The exchange's state while a scenario is generated.
 #[derive(Debug)]
 pub(crate) struct Exchange<'a> {
@@ -148,6 +207,8 @@ pub(crate) struct Exchange<'a> {
     next_intent: u64,
     refills_halted: bool,
     withdrawals_suspended: bool,
+    /// Withdrawals waiting for their batch, by chain.
+    queued: Vec<Vec<Queued>>,
     out: Vec<Record>,
 }
 
@@ -181,6 +242,7 @@ impl<'a> Exchange<'a> {
             next_intent: 1,
             refills_halted: false,
             withdrawals_suspended: false,
+            queued: topo.chains.iter().map(|_| Vec::new()).collect(),
             out: Vec::new(),
         }
     }
@@ -193,6 +255,8 @@ impl<'a> Exchange<'a> {
             match a.action {
                 Action::Withdrawal(c) => self.withdrawal(c, a.t),
                 Action::Deposit(c) => self.deposit(c, a.t),
+                Action::Consolidation(c) => self.consolidation(c, a.t),
+                Action::Batch(c) => self.batch(c, a.t),
                 Action::Step(step) => self.step(step, a.t),
             }
         }
@@ -261,11 +325,33 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// A user amount: a log-normal dollar value in the asset's quanta at
-    /// the price of the moment, sometimes rounded the way people round.
-    fn user_quanta(&mut self, c: usize, a: usize, t: i64) -> u128 {
+    /// A retail amount in dollars: log-normal.
+    fn retail_usd(&mut self) -> f64 {
+        (MEDIAN_USD * (SIGMA * std_normal(&mut self.rng)).exp()).max(MIN_USD)
+    }
+
+    /// A withdrawal's amount in dollars, and whether a whale made it.
+    fn withdrawal_usd(&mut self) -> (f64, bool) {
+        if self.rng.gen_bool(WHALE_RATE) {
+            let u = 1.0 - self.rng.r#gen::<f64>(); // (0, 1]
+            (WHALE_MIN_USD * u.powf(-1.0 / WHALE_ALPHA), true)
+        } else {
+            (self.retail_usd(), false)
+        }
+    }
+
+    /// A regular counterparty's address on chain `c`: a few get most of
+    /// the flow.
+    fn counterparty(&mut self, c: usize) -> Address {
+        let u: f64 = self.rng.r#gen();
+        let i = ((u * u * COUNTERPARTIES as f64) as usize).min(COUNTERPARTIES - 1);
+        self.topo.counterparties[i][self.topo.chains[c].def.family.index()].clone()
+    }
+
+    /// A dollar amount in the asset's quanta at the price of the moment,
+    /// sometimes rounded the way people round.
+    fn quanta(&mut self, c: usize, a: usize, t: i64, usd: f64) -> u128 {
         let def = &self.topo.chains[c].def.assets[a];
-        let usd = (MEDIAN_USD * (SIGMA * std_normal(&mut self.rng)).exp()).clamp(10.0, 2e6);
         let price = self.prices.usd(def.price, t);
         let q = usd / price * 10f64.powi(i32::from(def.quantum_decimals));
         if !q.is_finite() || q < 1.0 {
@@ -294,6 +380,9 @@ impl<'a> Exchange<'a> {
         )
     }
 
+    /// A customer's withdrawal: paid by a hot wallet within its
+    /// per-transaction limit and balance, else reviewed and paid from cold
+    /// storage; on bitcoin, queued for the next batch.
     fn withdrawal(&mut self, c: usize, t: i64) {
         if self.withdrawals_suspended {
             return;
@@ -301,19 +390,61 @@ impl<'a> Exchange<'a> {
         let a = self.pick_asset(c);
         let w = self.pick_hot(c);
         let unit = self.topo.chains[c].def.assets[a].unit();
-        let cap = self.committed[w][a] * WITHDRAWAL_CAP_BPS / 10_000 / unit;
-        let q = self.user_quanta(c, a, t).min(cap);
+        let (usd, whale) = self.withdrawal_usd();
+        let q = self.quanta(c, a, t, usd);
         if q == 0 {
             return;
         }
-        let to = if self.rng.gen_bool(REGULAR_SHARE) {
-            // A few regular counterparties get most of the regular flow.
-            let u: f64 = self.rng.r#gen();
-            let i = ((u * u * POOL_SIZE as f64) as usize).min(POOL_SIZE - 1);
-            self.topo.wallets[w].pool[i].clone()
+        let amount = q * unit;
+        let regular = if whale {
+            WHALE_REGULAR_SHARE
+        } else {
+            REGULAR_SHARE
+        };
+        let to = if self.rng.gen_bool(regular) {
+            self.counterparty(c)
         } else {
             self.ids.address(self.topo.chains[c].def.family)
         };
+        let limit = self.topo.wallets[w].start[a] / HOT_TX_LIMIT_DIV;
+        if amount > limit || amount > self.committed[w][a] {
+            let cold = self.topo.chains[c].cold;
+            if amount > self.committed[cold][a] {
+                // More than the exchange holds on this chain: refused.
+                return;
+            }
+            let pending = t + millis(&mut self.rng, REVIEW_MS.0, REVIEW_MS.1);
+            let intent_at = self
+                .config
+                .intents
+                .then(|| pending - millis(&mut self.rng, 1_000, 20_000));
+            self.send(Send {
+                chain: c,
+                asset: a,
+                from: Party::Wallet(cold),
+                to: Party::External(to),
+                amount,
+                pending,
+                label: Label::Normal,
+                intent_at,
+                change: true,
+            });
+            return;
+        }
+        if c == BITCOIN {
+            // Announced now; signed with the batch.
+            self.committed[w][a] -= amount;
+            let intent_at = self.config.intents.then_some(t);
+            self.queued[c].push(Queued {
+                wallet: w,
+                asset: a,
+                to,
+                amount,
+                intent_at,
+            });
+            self.check_levels(w, a, t);
+            return;
+        }
         let intent_at = if self.config.intents {
             Some(t - millis(&mut self.rng, 1_000, 20_000))
         } else {
@@ -324,7 +455,7 @@ impl<'a> Exchange<'a> {
             asset: a,
             from: Party::Wallet(w),
             to: Party::External(to),
-            amount: q * unit,
+            amount,
             pending: t,
             label: Label::Normal,
             intent_at,
@@ -333,11 +464,106 @@ impl<'a> Exchange<'a> {
         self.check_levels(w, a, t);
     }
 
+    /// Pays every queued withdrawal of chain `c` from one hot wallet and
+    /// asset in one transaction: output k pays the k-th customer, the last
+    /// output returns the change.
+    fn batch(&mut self, c: usize, t: i64) {
+        let queued = std::mem::take(&mut self.queued[c]);
+        let Some(first) = queued.first() else {
+            return;
+        };
+        let (w, a) = (first.wallet, first.asset);
+        let chain = &self.topo.chains[c];
+        let tx_hash = self.ids.tx_hash(chain.def.family);
+        let from = self.topo.wallets[w].address.clone();
+        let mut total = 0u128;
+        for (k, q) in queued.iter().enumerate() {
+            // Every queued withdrawal is from the chain's one hot wallet
+            // and asset (bitcoin has one of each).
+            debug_assert_eq!((q.wallet, q.asset), (w, a));
+            if let Some(at) = q.intent_at {
+                self.intent(at, c, a, &from, &q.to, q.amount, None, Label::Normal);
+            }
+            let transfer = self.transfer(c, a, &tx_hash, k, &from, &q.to, q.amount);
+            if let Some(ti) = self.stages(c, &transfer, t, Label::Normal) {
+                self.book(ti, Some(w), None, a, q.amount);
+            }
+            total += q.amount;
+        }
+        let unit = chain.def.assets[a].unit();
+        let max_q = (self.committed[w][a] / unit).min(total / unit);
+        if max_q == 0 {
+            return;
+        }
+        let change = self.rng.gen_range(max_q.div_ceil(20).max(1)..=max_q) * unit;
+        self.committed[w][a] -= change;
+        let output = self.transfer(c, a, &tx_hash, queued.len(), &from, &from, change);
+        if let Some(ti) = self.stages(c, &output, t, Label::Normal) {
+            self.book(ti, Some(w), Some(w), a, change);
+        }
+    }
+
+    /// A burst of deposit-address sweeps into a hot wallet: customers'
+    /// deposits gathered within hours. A token sweep needs the native coin
+    /// for its fee, so the hot wallet first sends each such deposit
+    /// address a little of it (announced like any transaction it signs).
+    fn consolidation(&mut self, c: usize, t: i64) {
+        let w = self.pick_hot(c);
+        let def = self.topo.chains[c].def;
+        let (lo, hi) = CONSOLIDATION_ADDRESSES;
+        let n = (f64::from(self.rng.gen_range(lo..=hi)) * self.config.volume.max(0.0)) as u32;
+        let span = self.rng.gen_range(CONSOLIDATION_SECS.0..=CONSOLIDATION_SECS.1) * SEC;
+        let mut times: Vec<i64> = (0..n).map(|_| t + self.rng.gen_range(0..span)).collect();
+        times.sort_unstable();
+        for at in times {
+            let a = self.pick_asset(c);
+            let unit = def.assets[a].unit();
+            let usd = self.retail_usd();
+            let q = self.quanta(c, a, at, usd);
+            if q == 0 {
+                continue;
+            }
+            let deposit = self.ids.address(def.family);
+            let mut sweep_at = at;
+            if def.assets[a].token.is_some() && self.committed[w][0] >= def.gas_topup {
+                let intent_at = self
+                    .config
+                    .intents
+                    .then(|| at - millis(&mut self.rng, 1_000, 5_000));
+                self.send(Send {
+                    chain: c,
+                    asset: 0,
+                    from: Party::Wallet(w),
+                    to: Party::External(deposit.clone()),
+                    amount: def.gas_topup,
+                    pending: at,
+                    label: Label::Normal,
+                    intent_at,
+                    change: false,
+                });
+                sweep_at += millis(&mut self.rng, 30_000, 120_000);
+            }
+            self.send(Send {
+                chain: c,
+                asset: a,
+                from: Party::External(deposit),
+                to: Party::Wallet(w),
+                amount: q * unit,
+                pending: sweep_at,
+                label: Label::Normal,
+                intent_at: None,
+                change: false,
+            });
+        }
+        self.check_levels(w, 0, t);
+    }
+
     fn deposit(&mut self, c: usize, t: i64) {
         let a = self.pick_asset(c);
         let w = self.pick_hot(c);
         let unit = self.topo.chains[c].def.assets[a].unit();
-        let q = self.user_quanta(c, a, t);
+        let usd = self.retail_usd();
+        let q = self.quanta(c, a, t, usd);
         if q == 0 {
             return;
         }
@@ -373,7 +599,16 @@ impl<'a> Exchange<'a> {
                 return;
             }
             let want = (start - level) / WHOLE * WHOLE;
-            (cold, w, want.min(self.committed[cold][a] / WHOLE * WHOLE))
+            // A sibling hot wallet with that much over its own target
+            // gives it instead (hot-to-hot rebalancing): no cold signing.
+            let topo = self.topo;
+            let sibling = topo.chains[c].hot.iter().copied().find(|&s| {
+                s != w && self.committed[s][a] >= topo.wallets[s].start[a].saturating_add(want)
+            });
+            match sibling {
+                Some(s) => (s, w, want),
+                None => (cold, w, want.min(self.committed[cold][a] / WHOLE * WHOLE)),
+            }
         } else if committed > start / 2 * 3 {
             (w, cold, (committed - start) / WHOLE * WHOLE)
         } else {
@@ -503,11 +738,11 @@ impl<'a> Exchange<'a> {
         let topo = self.topo;
         let chain = &topo.chains[c];
         let family = chain.def.family;
-        let token = chain.tokens[asset].clone();
         let tx_hash = self.ids.tx_hash(family);
-        let index = match family {
-            Family::Evm if token.is_some() => self.rng.gen_range(0..=180),
-            Family::Tron if token.is_some() => self.rng.gen_range(0..=3),
+        let token = chain.tokens[asset].is_some();
+        let index: usize = match family {
+            Family::Evm if token => self.rng.gen_range(0..=180),
+            Family::Tron if token => self.rng.gen_range(0..=3),
             // A user's transaction pays us in any of its outputs.
             Family::Bitcoin if matches!(from_party, Party::External(_)) => {
                 self.rng.gen_range(0..=2)
@@ -521,36 +756,13 @@ impl<'a> Exchange<'a> {
             self.committed[w][asset] = self.committed[w][asset].saturating_sub(amount);
         }
         if let Some(at) = intent_at {
-            let id = format!("wd-{}", self.next_intent);
-            self.next_intent += 1;
-            let intent = Intent {
-                id,
-                chain: chain.id.clone(),
-                wallet: from.clone(),
-                to: to.clone(),
-                asset: chain.assets[asset].clone(),
-                amount: Amount::from_base_units(amount),
-                decimals: SCENARIO_DECIMALS,
-                tx_hash: self
-                    .rng
-                    .gen_bool(INTENT_HASH_SHARE)
-                    .then(|| tx_hash.clone()),
-            };
-            self.push(at, EventKind::Intent(intent), Some(label));
+            let hash = self
+                .rng
+                .gen_bool(INTENT_HASH_SHARE)
+                .then(|| tx_hash.clone());
+            self.intent(at, c, asset, &from, &to, amount, hash, label);
         }
-        let transfer = Transfer {
-            chain: chain.id.clone(),
-            tx_hash,
-            index,
-            stage: Stage::Pending,
-            block: None,
-            from,
-            to,
-            asset: chain.assets[asset].clone(),
-            token,
-            amount: Amount::from_base_units(amount),
-            decimals: SCENARIO_DECIMALS,
-        };
+        let transfer = self.transfer(c, asset, &tx_hash, index, &from, &to, amount);
         let wallet = |p: &Party| match p {
             Party::Wallet(w) => Some(*w),
             Party::External(_) => None,
@@ -584,6 +796,63 @@ impl<'a> Exchange<'a> {
         };
         if let Some(ti) = self.stages(c, &change_output, pending, label) {
             self.book(ti, Some(w), Some(w), asset, change_amount);
+        }
+    }
+
+    /// Emits a withdrawal intent.
+    #[allow(clippy::too_many_arguments)]
+    fn intent(
+        &mut self,
+        at: i64,
+        c: usize,
+        asset: usize,
+        from: &Address,
+        to: &Address,
+        amount: u128,
+        tx_hash: Option<TxHash>,
+        label: Label,
+    ) {
+        let chain = &self.topo.chains[c];
+        let id = format!("wd-{}", self.next_intent);
+        self.next_intent += 1;
+        let intent = Intent {
+            id,
+            chain: chain.id.clone(),
+            wallet: from.clone(),
+            to: to.clone(),
+            asset: chain.assets[asset].clone(),
+            amount: Amount::from_base_units(amount),
+            decimals: SCENARIO_DECIMALS,
+            tx_hash,
+        };
+        self.push(at, EventKind::Intent(intent), Some(label));
+    }
+
+    /// A pending transfer of `asset` on chain `c`.
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &self,
+        c: usize,
+        asset: usize,
+        tx_hash: &TxHash,
+        index: usize,
+        from: &Address,
+        to: &Address,
+        amount: u128,
+    ) -> Transfer {
+        let chain = &self.topo.chains[c];
+        Transfer {
+            chain: chain.id.clone(),
+            tx_hash: tx_hash.clone(),
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            stage: Stage::Pending,
+            block: None,
+            from: from.clone(),
+            to: to.clone(),
+            asset: chain.assets[asset].clone(),
+            token: chain.tokens[asset].clone(),
+            amount: Amount::from_base_units(amount),
+            decimals: SCENARIO_DECIMALS,
         }
     }
 

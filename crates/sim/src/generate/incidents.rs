@@ -9,8 +9,8 @@ use super::{
     exchange::Step,
     market::{SEC, millis},
     topology::{
-        BTC, BTC_HOT, ETH, ETH_HOT_1, ETH_HOT_2, ETH_USDC, ETH_USDT, ETHEREUM, Family, Ids,
-        TRON_HOT, TRON_USDT, TRX, WALLETS,
+        BTC, BTC_HOT, ETH, ETH_HOT_1, ETH_HOT_2, ETH_TRIPWIRE, ETH_USDC, ETH_USDT, ETHEREUM,
+        Family, Ids, MATIC, POLYGON_HOT, POLYGON_USDT, TRON_HOT, TRON_USDT, TRX, WALLETS,
     },
 };
 
@@ -64,6 +64,12 @@ pub(crate) fn steps(
             out.push((t2, theft(ETH_HOT_2, ETH, 9_000, &evm)));
             let t2b = t2 + millis(rng, 3_000, 15_000);
             out.push((t2b, theft(ETH_HOT_2, ETH_USDT, 9_000, &evm)));
+            // eth-hot-1's key also holds polygon-hot (one EOA on every EVM
+            // chain): swept to the same address minutes later (Phemex).
+            let tp = t0 + millis(rng, 120_000, 240_000);
+            out.push((tp, theft(POLYGON_HOT, POLYGON_USDT, 9_000, &evm)));
+            let tpb = tp + millis(rng, 3_000, 15_000);
+            out.push((tpb, theft(POLYGON_HOT, MATIC, 9_000, &evm)));
             let t3 = t0 + millis(rng, 180_000, 300_000);
             out.push((t3, theft(TRON_HOT, TRX, 9_000, &tron)));
             let t3b = t3 + millis(rng, 3_000, 20_000);
@@ -122,6 +128,15 @@ pub(crate) fn steps(
                     intent: true,
                 },
             ));
+        }
+        Incident::TripwireSweep => {
+            // The attacker holds the keys kept beside the hot keys, the
+            // decoy's among them, and tries each: the decoy is swept
+            // first, eth-hot-1 a minute later.
+            let thief = ids.address(Family::Evm);
+            out.push((t0, theft(ETH_TRIPWIRE, ETH, 9_800, &thief)));
+            let t1 = t0 + millis(rng, 40_000, 90_000);
+            out.push((t1, theft(ETH_HOT_1, ETH, 9_000, &thief)));
         }
         Incident::UnknownApproval => {
             let spender = ids.address(Family::Evm);

@@ -29,9 +29,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use self::{
-    exchange::{Action, Exchange, Scheduled},
+    exchange::{Action, BATCH_EVERY, CONSOLIDATIONS_PER_DAY, Exchange, Scheduled},
     market::{PRICE_STEP, PricePath, Rush, SEC, arrivals, block_times, e8_to_usd},
-    topology::{CHAINS, Ids, PRICES, Topology},
+    topology::{CHAINS, Family, Ids, PRICES, Topology},
 };
 use crate::{Record, SCENARIO_DECIMALS};
 
@@ -60,6 +60,9 @@ pub enum Incident {
     /// eth-hot-1 approves an unknown spender for unlimited USDT; two
     /// minutes later the spender moves 95% of it out.
     UnknownApproval,
+    /// An attacker holding the keys kept beside the hot keys sweeps the
+    /// decoy eth-tripwire, then eth-hot-1's ETH a minute later.
+    TripwireSweep,
 }
 
 /// What to generate.
@@ -96,16 +99,26 @@ impl Default for SimConfig {
 }
 
 /// The names [`preset`] knows.
-pub const PRESETS: &[&str] = &["normal", "coinex", "abuse", "rush", "giant", "approval"];
+pub const PRESETS: &[&str] = &[
+    "normal", "busy", "coinex", "abuse", "rush", "giant", "approval", "tripwire",
+];
 
-/// A named day (see [`PRESETS`]) with the given seed: `normal`; `coinex`
-/// (a stolen-key drain at 14:10); `abuse` (withdrawal abuse at 15:00);
-/// `rush` (a 6× withdrawal rush for 4 hours at 12:00); `giant` (a giant
-/// withdrawal at 11:00); `approval` (an unknown approval at 16:00).
+/// A named day (see [`PRESETS`]) with the given seed: `normal`; `busy`
+/// (6× the normal volume all day: a market crash's day); `coinex` (a
+/// stolen-key drain at 14:10); `abuse` (withdrawal abuse at 15:00); `rush`
+/// (a 6× withdrawal rush for 4 hours at 12:00); `giant` (a giant
+/// withdrawal at 11:00); `approval` (an unknown approval at 16:00);
+/// `tripwire` (the decoy wallet swept at 13:00, then a hot wallet).
 pub fn preset(name: &str, seed: u64) -> Option<SimConfig> {
     let at = |h: u64, m: u64| Duration::from_secs(h * 3_600 + m * 60);
+    let mut volume = 1.0;
     let incidents = match name {
         "normal" => Vec::new(),
+        "busy" => {
+            volume = 6.0;
+            Vec::new()
+        }
+        "tripwire" => vec![(Incident::TripwireSweep, at(13, 0))],
         "coinex" => vec![(Incident::StolenKeyDrain, at(14, 10))],
         "abuse" => vec![(Incident::WithdrawalAbuse, at(15, 0))],
         "rush" => vec![(
@@ -121,6 +134,7 @@ pub fn preset(name: &str, seed: u64) -> Option<SimConfig> {
     };
     Some(SimConfig {
         seed,
+        volume,
         incidents,
         ..SimConfig::default()
     })
@@ -136,6 +150,7 @@ mod stream {
     pub(super) const INCIDENTS: u64 = 5;
     pub(super) const WITHDRAWALS: u64 = 10;
     pub(super) const DEPOSITS: u64 = 20;
+    pub(super) const CONSOLIDATIONS: u64 = 30;
 }
 
 fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
@@ -237,6 +252,19 @@ fn schedule(
         let mut r = rng(config.seed, stream::DEPOSITS + c64);
         for t in arrivals(&mut r, per_day * DEPOSIT_RATIO, from, end, &[]) {
             add(&mut actions, t, Action::Deposit(c));
+        }
+        if def.gas_topup > 0 {
+            let mut r = rng(config.seed, stream::CONSOLIDATIONS + c64);
+            for t in arrivals(&mut r, CONSOLIDATIONS_PER_DAY, from, end, &[]) {
+                add(&mut actions, t, Action::Consolidation(c));
+            }
+        }
+        if def.family == Family::Bitcoin {
+            let mut t = start.saturating_add(BATCH_EVERY);
+            while t < end {
+                add(&mut actions, t, Action::Batch(c));
+                t = t.saturating_add(BATCH_EVERY);
+            }
         }
     }
     let mut incident_rng = rng(config.seed, stream::INCIDENTS);

@@ -25,6 +25,17 @@ pub(crate) enum Family {
     Bitcoin,
 }
 
+impl Family {
+    /// Its column in [`Topology::counterparties`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Family::Evm => 0,
+            Family::Tron => 1,
+            Family::Bitcoin => 2,
+        }
+    }
+}
+
 /// How blocks arrive.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum BlockClock {
@@ -55,6 +66,8 @@ const P_USDC: usize = 2;
 const P_TRX: usize = 3;
 /// Index of BTC in [`PRICES`].
 const P_BTC: usize = 4;
+/// Index of MATIC in [`PRICES`].
+const P_MATIC: usize = 5;
 
 /// Every priced asset.
 pub(crate) const PRICES: &[PriceDef] = &[
@@ -81,6 +94,12 @@ pub(crate) const PRICES: &[PriceDef] = &[
     PriceDef {
         symbol: "BTC",
         start_e8: 26_000 * 100_000_000,
+        stable: false,
+    },
+    // Polygon's coin on 12 Sept 2023.
+    PriceDef {
+        symbol: "MATIC",
+        start_e8: 52_000_000,
         stable: false,
     },
 ];
@@ -124,6 +143,10 @@ pub(crate) struct ChainDef {
     pub(crate) first_height: u64,
     /// Mean withdrawals a day at volume 1.0.
     pub(crate) withdrawals_per_day: f64,
+    /// Native coin (base units) sent to a deposit address so that it can
+    /// pay the fee of its token sweep: a few dollars (0 where deposits are
+    /// not swept: bitcoin's UTXOs are spent directly).
+    pub(crate) gas_topup: u128,
     /// Assets, indexed by the per-chain asset constants.
     pub(crate) assets: &'static [AssetDef],
 }
@@ -134,6 +157,8 @@ pub(crate) const ETHEREUM: usize = 0;
 pub(crate) const TRON: usize = 1;
 /// Index of the bitcoin chain.
 pub(crate) const BITCOIN: usize = 2;
+/// Index of the polygon chain.
+pub(crate) const POLYGON: usize = 3;
 
 /// ETH on ethereum.
 pub(crate) const ETH: usize = 0;
@@ -147,6 +172,10 @@ pub(crate) const TRX: usize = 0;
 pub(crate) const TRON_USDT: usize = 1;
 /// BTC on bitcoin.
 pub(crate) const BTC: usize = 0;
+/// MATIC on polygon.
+pub(crate) const MATIC: usize = 0;
+/// USDT on polygon.
+pub(crate) const POLYGON_USDT: usize = 1;
 
 /// The exchange's chains.
 pub(crate) const CHAINS: &[ChainDef] = &[
@@ -157,6 +186,7 @@ pub(crate) const CHAINS: &[ChainDef] = &[
         depth: 12,
         first_height: 18_119_000,
         withdrawals_per_day: 6_000.0,
+        gas_topup: 4_000_000_000_000_000,
         assets: &[
             AssetDef {
                 symbol: "ETH",
@@ -191,6 +221,7 @@ pub(crate) const CHAINS: &[ChainDef] = &[
         depth: 19,
         first_height: 54_850_000,
         withdrawals_per_day: 8_000.0,
+        gas_topup: 30_000_000_000_000_000_000,
         assets: &[
             AssetDef {
                 symbol: "TRX",
@@ -217,6 +248,7 @@ pub(crate) const CHAINS: &[ChainDef] = &[
         depth: 3,
         first_height: 807_550,
         withdrawals_per_day: 1_500.0,
+        gas_topup: 0,
         assets: &[AssetDef {
             symbol: "BTC",
             token: None,
@@ -225,6 +257,37 @@ pub(crate) const CHAINS: &[ChainDef] = &[
             weight: 1.0,
             price: P_BTC,
         }],
+    },
+    // A minor chain: a twelfth of ethereum's withdrawals (on Polygon PoS,
+    // exchanges mostly serve USDT and the chain's coin), 2 s blocks, and a
+    // hot wallet of a few hundred thousand dollars, a few times its
+    // largest usual withdrawal (REALISM.md).
+    ChainDef {
+        name: "polygon",
+        family: Family::Evm,
+        clock: BlockClock::Every(2),
+        depth: 64,
+        first_height: 47_500_000,
+        withdrawals_per_day: 1_200.0,
+        gas_topup: 200_000_000_000_000_000,
+        assets: &[
+            AssetDef {
+                symbol: "MATIC",
+                token: None,
+                quantum_decimals: 4,
+                round_step: 1_000_000,
+                weight: 0.45,
+                price: P_MATIC,
+            },
+            AssetDef {
+                symbol: "USDT",
+                token: Some("0xc2132d05d31c914a87c6611c10748aeb04b58e8f"),
+                quantum_decimals: 2,
+                round_step: 1_000,
+                weight: 0.55,
+                price: P_USDT,
+            },
+        ],
     },
 ];
 
@@ -235,8 +298,11 @@ pub(crate) struct WalletDef {
     pub(crate) name: &'static str,
     /// Index into [`CHAINS`].
     pub(crate) chain: usize,
-    /// Hot or cold.
+    /// Hot, cold or tripwire.
     pub(crate) role: WalletRole,
+    /// The wallet whose address (and key) this one shares: one EOA serves
+    /// every EVM chain (Phemex's hot wallet served about 16).
+    pub(crate) same_key_as: Option<usize>,
     /// Share of its chain's withdrawals and deposits (hot wallets).
     pub(crate) weight: f64,
     /// Start balances in whole units, per chain asset.
@@ -251,6 +317,12 @@ pub(crate) const ETH_HOT_2: usize = 1;
 pub(crate) const TRON_HOT: usize = 3;
 /// btc-hot.
 pub(crate) const BTC_HOT: usize = 5;
+/// eth-cold.
+const ETH_COLD: usize = 2;
+/// polygon-hot.
+pub(crate) const POLYGON_HOT: usize = 7;
+/// eth-tripwire.
+pub(crate) const ETH_TRIPWIRE: usize = 9;
 
 /// The exchange's wallets.
 pub(crate) const WALLETS: &[WalletDef] = &[
@@ -258,6 +330,7 @@ pub(crate) const WALLETS: &[WalletDef] = &[
         name: "eth-hot-1",
         chain: ETHEREUM,
         role: WalletRole::Hot,
+        same_key_as: None,
         weight: 0.7,
         balances: &[4_000, 10_000_000, 4_000_000],
     },
@@ -265,6 +338,7 @@ pub(crate) const WALLETS: &[WalletDef] = &[
         name: "eth-hot-2",
         chain: ETHEREUM,
         role: WalletRole::Hot,
+        same_key_as: None,
         weight: 0.3,
         balances: &[1_500, 3_000_000, 1_000_000],
     },
@@ -272,6 +346,7 @@ pub(crate) const WALLETS: &[WalletDef] = &[
         name: "eth-cold",
         chain: ETHEREUM,
         role: WalletRole::Cold,
+        same_key_as: None,
         weight: 0.0,
         balances: &[250_000, 400_000_000, 150_000_000],
     },
@@ -279,6 +354,7 @@ pub(crate) const WALLETS: &[WalletDef] = &[
         name: "tron-hot",
         chain: TRON,
         role: WalletRole::Hot,
+        same_key_as: None,
         weight: 1.0,
         balances: &[60_000_000, 8_000_000],
     },
@@ -286,6 +362,7 @@ pub(crate) const WALLETS: &[WalletDef] = &[
         name: "tron-cold",
         chain: TRON,
         role: WalletRole::Cold,
+        same_key_as: None,
         weight: 0.0,
         balances: &[2_000_000_000, 300_000_000],
     },
@@ -293,6 +370,7 @@ pub(crate) const WALLETS: &[WalletDef] = &[
         name: "btc-hot",
         chain: BITCOIN,
         role: WalletRole::Hot,
+        same_key_as: None,
         weight: 1.0,
         balances: &[150],
     },
@@ -300,13 +378,45 @@ pub(crate) const WALLETS: &[WalletDef] = &[
         name: "btc-cold",
         chain: BITCOIN,
         role: WalletRole::Cold,
+        same_key_as: None,
         weight: 0.0,
         balances: &[12_000],
     },
+    // eth-hot-1's key on polygon: about $310k of MATIC and $300k of USDT.
+    WalletDef {
+        name: "polygon-hot",
+        chain: POLYGON,
+        role: WalletRole::Hot,
+        same_key_as: Some(ETH_HOT_1),
+        weight: 1.0,
+        balances: &[600_000, 300_000],
+    },
+    WalletDef {
+        name: "polygon-cold",
+        chain: POLYGON,
+        role: WalletRole::Cold,
+        same_key_as: Some(ETH_COLD),
+        weight: 0.0,
+        balances: &[40_000_000, 20_000_000],
+    },
+    // A decoy funded like a small hot wallet, its key kept beside the hot
+    // keys and never used by the exchange.
+    WalletDef {
+        name: "eth-tripwire",
+        chain: ETHEREUM,
+        role: WalletRole::Tripwire,
+        same_key_as: None,
+        weight: 0.0,
+        balances: &[30, 0, 0],
+    },
 ];
 
-/// Regular destinations (market makers, other exchanges) per hot wallet.
-pub(crate) const POOL_SIZE: usize = 40;
+/// Regular counterparties (market makers, other exchanges, OTC desks,
+/// custodians) the exchange pays again and again, each with one address
+/// per chain family: the same EVM address on ethereum and polygon. Paid
+/// by every hot wallet of every chain, as a market maker withdraws
+/// wherever it trades.
+pub(crate) const COUNTERPARTIES: usize = 60;
 
 /// A chain with its identifiers built.
 #[derive(Debug)]
@@ -325,17 +435,16 @@ pub(crate) struct ChainRt {
     pub(crate) cold: usize,
 }
 
-/// A wallet with its address and regular destinations.
+/// A wallet with its address.
 #[derive(Debug)]
 pub(crate) struct WalletRt {
     /// The static definition.
     pub(crate) def: &'static WalletDef,
     /// Its address.
     pub(crate) address: Address,
-    /// Start balances in base units, per chain asset.
+    /// Start balances in base units, per chain asset: also its target, the
+    /// level refills and sweeps bring it back to.
     pub(crate) start: Vec<u128>,
-    /// Regular destinations: only this wallet ever pays them.
-    pub(crate) pool: Vec<Address>,
 }
 
 /// The exchange with its addresses.
@@ -347,32 +456,41 @@ pub(crate) struct Topology {
     pub(crate) wallets: Vec<WalletRt>,
     /// Price symbols, indexed like [`PRICES`].
     pub(crate) price_assets: Vec<Asset>,
+    /// The regular counterparties' addresses, by family (EVM, TRON,
+    /// bitcoin), most active first.
+    pub(crate) counterparties: Vec<[Address; 3]>,
 }
 
 impl Topology {
     /// Builds the exchange, drawing every address from `ids`.
     pub(crate) fn build(ids: &mut Ids) -> Topology {
-        let mut wallets = Vec::with_capacity(WALLETS.len());
+        let mut wallets: Vec<WalletRt> = Vec::with_capacity(WALLETS.len());
         for def in WALLETS {
             let family = CHAINS[def.chain].family;
-            let address = ids.address(family);
+            let address = match def.same_key_as.and_then(|w| wallets.get(w)) {
+                Some(shared) => shared.address.clone(),
+                None => ids.address(family),
+            };
             let start = def
                 .balances
                 .iter()
                 .map(|&units| u128::from(units) * WHOLE)
                 .collect();
-            let pool = if def.role == WalletRole::Hot {
-                (0..POOL_SIZE).map(|_| ids.address(family)).collect()
-            } else {
-                Vec::new()
-            };
             wallets.push(WalletRt {
                 def,
                 address,
                 start,
-                pool,
             });
         }
+        let counterparties = (0..COUNTERPARTIES)
+            .map(|_| {
+                [
+                    ids.address(Family::Evm),
+                    ids.address(Family::Tron),
+                    ids.address(Family::Bitcoin),
+                ]
+            })
+            .collect();
         // One shared string per asset name, for chains and prices alike,
         // as the scenario reader gives them.
         let price_assets: Vec<Asset> = PRICES.iter().map(|p| Asset::new(p.symbol)).collect();
@@ -412,6 +530,7 @@ impl Topology {
             chains,
             wallets,
             price_assets,
+            counterparties,
         }
     }
 }
@@ -532,6 +651,18 @@ mod tests {
         assert_eq!(WALLETS[ETH_HOT_2].name, "eth-hot-2");
         assert_eq!(WALLETS[TRON_HOT].name, "tron-hot");
         assert_eq!(WALLETS[BTC_HOT].name, "btc-hot");
+        assert_eq!(WALLETS[ETH_COLD].name, "eth-cold");
+        assert_eq!(WALLETS[POLYGON_HOT].name, "polygon-hot");
+        assert_eq!(WALLETS[ETH_TRIPWIRE].role, WalletRole::Tripwire);
+        assert_eq!(CHAINS[POLYGON].name, "polygon");
+        assert_eq!(CHAINS[POLYGON].assets[MATIC].symbol, "MATIC");
+        assert_eq!(CHAINS[POLYGON].assets[POLYGON_USDT].symbol, "USDT");
+        for w in WALLETS {
+            if let Some(k) = w.same_key_as {
+                assert_eq!(CHAINS[WALLETS[k].chain].family, CHAINS[w.chain].family);
+                assert!(k < WALLETS.len());
+            }
+        }
         for (i, w) in WALLETS.iter().enumerate() {
             assert_eq!(w.balances.len(), CHAINS[w.chain].assets.len(), "{i}");
         }

@@ -99,7 +99,11 @@ const STAGES: &[(&str, Stage)] = &[
     ("confirmed", Stage::Confirmed),
     ("retracted", Stage::Retracted),
 ];
-const ROLES: &[(&str, WalletRole)] = &[("hot", WalletRole::Hot), ("cold", WalletRole::Cold)];
+const ROLES: &[(&str, WalletRole)] = &[
+    ("hot", WalletRole::Hot),
+    ("cold", WalletRole::Cold),
+    ("tripwire", WalletRole::Tripwire),
+];
 const LABELS: &[(&str, Label)] = &[("attack", Label::Attack), ("normal", Label::Normal)];
 const STANDARDS: &[(&str, ApprovalStandard)] = &[
     ("erc20", ApprovalStandard::Erc20),
