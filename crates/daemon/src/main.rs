@@ -68,6 +68,9 @@ enum Command {
     Replay(commands::replay::Args),
     /// Write a generated scenario (JSON Lines).
     Sim(commands::sim::Args),
+    /// Generate and replay many days: false freezes per simulated month,
+    /// and each incident's delay and value lost before its freeze.
+    Eval(commands::eval::Args),
     /// Validate the daemon configuration and its rules; exit 1 on errors.
     CheckConfig(commands::check::Args),
     /// List, raise or lift freezes on a running daemon.
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Engine { config } => run::run(&config, run::Role::Engine),
         Command::Replay(args) => commands::replay::run(&args),
         Command::Sim(args) => commands::sim::run(&args),
+        Command::Eval(args) => commands::eval::run(&args),
         Command::CheckConfig(args) => commands::check::run(&args),
         Command::Freeze(args) => commands::freeze::run(&args),
         Command::Outbox(args) => commands::outbox::run(&args),

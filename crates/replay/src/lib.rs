@@ -8,6 +8,7 @@
 //! A replay can also hand every record to an [`Observer`] as it goes; the
 //! [`Timeline`] is the one that collects the outflow plot's data.
 
+pub mod eval;
 mod timeline;
 
 pub use timeline::{Flow, Observer, Series, Step, Timeline};

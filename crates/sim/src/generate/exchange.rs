@@ -64,6 +64,12 @@ const INTENT_HASH_SHARE: f64 = 0.3;
 /// withdrawals, and those the hot wallet cannot cover, are reviewed by
 /// hand and paid from cold storage.
 const HOT_TX_LIMIT_DIV: u128 = 3;
+/// A hot wallet's low-water mark, in tenths of its target: under it the
+/// wallet is refilled, and a withdrawal that would take it under it waits
+/// for that top-up before it is signed. Exchanges keep a floor in a hot
+/// wallet so that the next customers are served while a whale is paid
+/// ("insufficient hot wallet balance: pending replenishment").
+const LOW_WATER_TENTHS: u128 = 6;
 /// Manual review of a withdrawal paid from cold storage: 10 to 60 minutes
 /// (exchanges tell customers that large withdrawals take longer).
 const REVIEW_MS: (i64, i64) = (600_000, 3_600_000);
@@ -178,6 +184,14 @@ struct Send {
     change: bool,
 }
 
+/// A withdrawal waiting for its hot wallet's top-up.
+#[derive(Debug)]
+struct Waiting {
+    to: Address,
+    amount: u128,
+    since: i64,
+}
+
 /// A withdrawal waiting for its chain's next batch.
 #[derive(Debug)]
 struct Queued {
@@ -209,6 +223,10 @@ pub(crate) struct Exchange<'a> {
     withdrawals_suspended: bool,
     /// Withdrawals waiting for their batch, by chain.
     queued: Vec<Vec<Queued>>,
+    /// Withdrawals waiting for a top-up, by wallet and asset, oldest
+    /// first, and their sum.
+    waiting: Vec<Vec<std::collections::VecDeque<Waiting>>>,
+    waiting_sum: Vec<Vec<u128>>,
     out: Vec<Record>,
 }
 
@@ -243,6 +261,12 @@ impl<'a> Exchange<'a> {
             refills_halted: false,
             withdrawals_suspended: false,
             queued: topo.chains.iter().map(|_| Vec::new()).collect(),
+            waiting: topo
+                .wallets
+                .iter()
+                .map(|w| w.start.iter().map(|_| Default::default()).collect())
+                .collect(),
+            waiting_sum: topo.wallets.iter().map(|w| vec![0; w.start.len()]).collect(),
             out: Vec::new(),
         }
     }
@@ -287,6 +311,7 @@ impl<'a> Exchange<'a> {
                 self.onchain[w][a] += m.amount;
                 self.committed[w][a] += m.amount;
                 self.incoming[w][a] = self.incoming[w][a].saturating_sub(m.amount);
+                self.pay_waiting(w, a, m.t);
                 self.check_levels(w, a, m.t);
             } else {
                 debug_assert!(self.onchain[w][a] >= m.amount);
@@ -431,8 +456,24 @@ impl<'a> Exchange<'a> {
             });
             return;
         }
+        let low = self.topo.wallets[w].start[a] / 10 * LOW_WATER_TENTHS;
+        if self.committed[w][a] >= amount.saturating_add(low) {
+            self.pay(c, w, a, to, amount, t);
+        } else {
+            self.waiting[w][a].push_back(Waiting {
+                to,
+                amount,
+                since: t,
+            });
+            self.waiting_sum[w][a] += amount;
+        }
+        self.check_levels(w, a, t);
+    }
+
+    /// Pays a withdrawal from hot wallet `w` at `t`: on bitcoin it joins
+    /// the next batch (announced now, signed with the batch).
+    fn pay(&mut self, c: usize, w: usize, a: usize, to: Address, amount: u128, t: i64) {
         if c == BITCOIN {
-            // Announced now; signed with the batch.
             self.committed[w][a] -= amount;
             let intent_at = self.config.intents.then_some(t);
             self.queued[c].push(Queued {
@@ -442,7 +483,6 @@ impl<'a> Exchange<'a> {
                 amount,
                 intent_at,
             });
-            self.check_levels(w, a, t);
             return;
         }
         let intent_at = if self.config.intents {
@@ -461,7 +501,27 @@ impl<'a> Exchange<'a> {
             intent_at,
             change: true,
         });
-        self.check_levels(w, a, t);
+    }
+
+    /// Pays the withdrawals waiting for wallet `w`'s top-up that it can now
+    /// pay above its low-water mark, oldest first, just after `now`.
+    fn pay_waiting(&mut self, w: usize, a: usize, now: i64) {
+        let low = self.topo.wallets[w].start[a] / 10 * LOW_WATER_TENTHS;
+        let c = self.topo.wallets[w].def.chain;
+        while let Some(front) = self.waiting[w][a].front() {
+            if self.committed[w][a] < front.amount.saturating_add(low) {
+                break;
+            }
+            let Some(wt) = self.waiting[w][a].pop_front() else {
+                break;
+            };
+            self.waiting_sum[w][a] -= wt.amount;
+            if self.withdrawals_suspended {
+                continue;
+            }
+            let at = now.max(wt.since) + millis(&mut self.rng, 1_000, 20_000);
+            self.pay(c, w, a, wt.to, wt.amount, at);
+        }
     }
 
     /// Pays every queued withdrawal of chain `c` from one hot wallet and
@@ -481,7 +541,10 @@ impl<'a> Exchange<'a> {
             // Every queued withdrawal is from the chain's one hot wallet
             // and asset (bitcoin has one of each).
             debug_assert_eq!((q.wallet, q.asset), (w, a));
+            // A withdrawal paid out of a top-up landing just before the
+            // batch is announced with it.
             if let Some(at) = q.intent_at {
+                let at = at.min(t);
                 self.intent(at, c, a, &from, &q.to, q.amount, None, Label::Normal);
             }
             let transfer = self.transfer(c, a, &tx_hash, k, &from, &q.to, q.amount);
@@ -581,9 +644,10 @@ impl<'a> Exchange<'a> {
         });
     }
 
-    /// Refills a hot wallet from cold storage when it falls under 60% of
-    /// its start balance (counting what is on its way), and sweeps it back
-    /// to 100% when it holds more than 150%. Amounts are whole units.
+    /// Refills a hot wallet from cold storage when it falls under its
+    /// low-water mark, 60% of its target (counting what is on its way and
+    /// the withdrawals waiting for it), and sweeps it back to 100% when it
+    /// holds more than 150%. Amounts are whole units.
     fn check_levels(&mut self, w: usize, a: usize, now: i64) {
         let wallet = &self.topo.wallets[w];
         if wallet.def.role != WalletRole::Hot {
@@ -592,9 +656,9 @@ impl<'a> Exchange<'a> {
         let c = wallet.def.chain;
         let cold = self.topo.chains[c].cold;
         let start = wallet.start[a];
-        let committed = self.committed[w][a];
+        let committed = self.committed[w][a].saturating_sub(self.waiting_sum[w][a]);
         let level = committed + self.incoming[w][a];
-        let (from, to, amount) = if level < start / 10 * 6 {
+        let (from, to, amount) = if level < start / 10 * LOW_WATER_TENTHS {
             if self.refills_halted {
                 return;
             }
@@ -689,6 +753,12 @@ impl<'a> Exchange<'a> {
             }
             Step::SweepAll => {
                 self.withdrawals_suspended = true;
+                for (w, sums) in self.waiting_sum.iter_mut().enumerate() {
+                    for (a, sum) in sums.iter_mut().enumerate() {
+                        *sum = 0;
+                        self.waiting[w][a].clear();
+                    }
+                }
                 let mut pending = t;
                 for w in 0..self.topo.wallets.len() {
                     let wallet = &self.topo.wallets[w];

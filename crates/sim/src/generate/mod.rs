@@ -22,7 +22,7 @@ mod topology;
 use std::time::Duration;
 
 use drainguard_model::{
-    Address, Amount, Asset, BalanceObs, EventKind, Head, Price, PriceObs, Stage, Timestamp,
+    Address, Amount, Asset, Chain, BalanceObs, EventKind, Head, Price, PriceObs, Stage, Timestamp,
     Transfer, WalletDecl, WalletRole,
 };
 use rand::SeedableRng;
@@ -363,7 +363,12 @@ fn with_balances(sorted: Vec<Record>, topo: &Topology, start: i64, end: i64) -> 
     let hour = 3_600 * SEC;
     let hours = usize::try_from((end - start).max(0) / hour).unwrap_or(0);
     let mut out = Vec::with_capacity(sorted.len() + hours * 10);
-    let wallet_of = |a: &Address| topo.wallets.iter().position(|w| &w.address == a);
+    // By chain and address: one EVM address is a wallet on several chains.
+    let wallet_of = |c: &Chain, a: &Address| {
+        topo.wallets
+            .iter()
+            .position(|w| &w.address == a && &topo.chains[w.def.chain].id == c)
+    };
     let mut balances: Vec<Vec<u128>> = topo.wallets.iter().map(|w| w.start.clone()).collect();
     let mut next = start + hour;
     let emit = |out: &mut Vec<Record>, t: i64, balances: &[Vec<u128>]| {
@@ -412,7 +417,7 @@ fn apply(
     balances: &mut [Vec<u128>],
     topo: &Topology,
     tr: &Transfer,
-    wallet_of: &impl Fn(&Address) -> Option<usize>,
+    wallet_of: &impl Fn(&Chain, &Address) -> Option<usize>,
 ) {
     let amount = u128::try_from(tr.amount.0).unwrap_or(u128::MAX);
     let asset_of = |w: usize| {
@@ -421,7 +426,7 @@ fn apply(
             .iter()
             .position(|a| a == &tr.asset)
     };
-    let slot = |address: &Address| wallet_of(address).and_then(|w| Some((w, asset_of(w)?)));
+    let slot = |address: &Address| wallet_of(&tr.chain, address).and_then(|w| Some((w, asset_of(w)?)));
     if let Some((w, a)) = slot(&tr.from) {
         debug_assert!(balances[w][a] >= amount, "negative balance");
         balances[w][a] = balances[w][a].saturating_sub(amount);
