@@ -191,6 +191,10 @@ pub struct NewDestinationParams {
     /// A sender counts towards `min_sources` only with a payment of at
     /// least this share of its balance (basis points; 0: any payment).
     pub min_source_share_bps: u32,
+    /// An address first paid less than this long after the engine began
+    /// watching outflows is never new: until then the engine cannot tell a
+    /// new address from a regular one it has not yet seen paid.
+    pub warm_up: Duration,
 }
 
 /// `denylist` parameters.
@@ -219,6 +223,13 @@ pub struct BalanceDrainParams {
     /// One outflow taking more than this share of the wallet's balance of
     /// the asset (basis points) fires.
     pub max_tx_share_bps: Option<u32>,
+    /// With it, `max_tx_share_bps` fires only on an outflow also at least
+    /// this multiple of the wallet's largest earlier outflow of the asset,
+    /// once `history_min` are known (and never before: the cold start).
+    pub history_multiple: Option<f64>,
+    /// Outflows of a wallet and asset needed before `history_multiple`
+    /// can be judged.
+    pub history_min: u64,
     /// A hot wallet's balance of an asset falling under its floor (whole
     /// units, exact decimal strings turned into amounts per decimals at
     /// check time) fires.
@@ -752,6 +763,7 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
             }
             let min_total_share_bps = p.share("min_total_share").unwrap_or(0);
             let min_source_share_bps = p.share("min_source_share").unwrap_or(0);
+            let warm_up = p.duration("warm_up", Some(Duration::ZERO));
             if large_share_bps.is_none() && min_sources.is_none() && repeat_count.is_none() {
                 p.check
                     .err("params", "give large_share, min_sources or repeat_count");
@@ -766,6 +778,7 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
                 repeat_count,
                 min_total_share_bps,
                 min_source_share_bps,
+                warm_up,
             })
         }
         "denylist" => {
@@ -814,8 +827,18 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
             if max_tx_share_bps.is_none() && floors.is_empty() {
                 p.check.err("params", "give max_tx_share, floors or both");
             }
+            let history_multiple = p.positive("history_multiple");
+            let history_min = p.count("history_min").unwrap_or(20);
+            if history_multiple.is_some() && max_tx_share_bps.is_none() {
+                p.check.err(
+                    "params.history_multiple",
+                    "qualifies max_tx_share: give max_tx_share too",
+                );
+            }
             RuleKind::BalanceDrain(BalanceDrainParams {
                 max_tx_share_bps,
+                history_multiple,
+                history_min,
                 floors,
             })
         }

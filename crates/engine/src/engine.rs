@@ -410,6 +410,13 @@ fn bps_over(part: u128, whole: u128, limit: u64) -> bool {
     }
 }
 
+/// Whether `amount` is at least `multiple` times `of`, to a thousandth of
+/// the multiple, in exact integers.
+fn at_least(amount: Amount, of: Amount, multiple: f64) -> bool {
+    let scaled = (multiple * 1000.0).round() as u128;
+    U256::from(units(amount)) * U256::from(1000u32) >= U256::from(units(of)) * U256::from(scaled)
+}
+
 fn pct(bps: u64) -> String {
     format!("{:.1}%", bps as f64 / 100.0)
 }
@@ -1487,6 +1494,10 @@ impl Engine {
             .get(s.to.0 as usize)
             .copied()
             .unwrap_or(0);
+        if self.state.watching_since == 0 {
+            self.state.watching_since = paid_at(t);
+        }
+        let watching_since = self.state.watching_since;
         let history = self
             .state
             .history
@@ -1615,10 +1626,14 @@ impl Engine {
                     }
                 }
                 RuleKind::BalanceDrain(p)
-                    if first_time && p.max_tx_share_bps.is_some_and(|l| share_bps > l) =>
+                    if first_time
+                        && p.max_tx_share_bps.is_some_and(|l| share_bps > l)
+                        && p.history_multiple.is_none_or(|m| {
+                            history.count >= p.history_min && at_least(s.amount, history.max, m)
+                        }) =>
                 {
                     let limit = u64::from(p.max_tx_share_bps.unwrap_or(0));
-                    let summary = format!(
+                    let mut summary = format!(
                         "one transaction takes {} of {}'s {} balance: {} {} ({}) to {} (limit {})",
                         pct(u64::from(share_bps)),
                         tr.from,
@@ -1629,10 +1644,20 @@ impl Engine {
                         tr.to,
                         pct(limit)
                     );
-                    let figures = vec![
+                    let mut figures = vec![
                         ("share".to_string(), pct(u64::from(share_bps))),
                         ("max_tx_share".to_string(), pct(limit)),
                     ];
+                    if let Some(m) = p.history_multiple {
+                        summary.push_str(&format!(
+                            ", {:.1}x the largest of its {} earlier payments ({})",
+                            units(s.amount) as f64 / units(history.max).max(1) as f64,
+                            history.count,
+                            history.max.to_decimal_string(tr.decimals)
+                        ));
+                        figures.push(("largest_earlier".to_string(), history.max.to_decimal_string(tr.decimals)));
+                        figures.push(("history_multiple".to_string(), format!("{m}")));
+                    }
                     let sub = Subject::of_transfer(tr, s.usd());
                     found.push(
                         pending(t, rule, scope(), &sub, summary, figures).authorised(matched),
@@ -1683,16 +1708,19 @@ impl Engine {
                     }
                 }
                 RuleKind::NewDestination(p) => {
-                    let fresh = first_paid == 0 || paid_at(t.minus(p.fresh_for)) < first_paid;
+                    let paid_first = if first_paid == 0 { paid_at(t) } else { first_paid };
+                    let fresh = paid_at(t.minus(p.fresh_for)) < paid_first
+                        && (p.warm_up.is_zero() || {
+                            let known_from = i64::from(watching_since)
+                                + i64::try_from(p.warm_up.as_secs()).unwrap_or(i64::MAX);
+                            i64::from(paid_first) >= known_from
+                        });
                     if first_time
                         && fresh
                         && let Some(large) = p.large_share_bps
                     {
-                        let multiple_ok = history.count < p.history_min || {
-                            let scaled = (p.large_multiple * 1000.0).round() as u128;
-                            U256::from(units(s.amount)) * U256::from(1000u32)
-                                >= U256::from(units(history.max)) * U256::from(scaled)
-                        };
+                        let multiple_ok = history.count < p.history_min
+                            || at_least(s.amount, history.max, p.large_multiple);
                         if share_bps >= large && multiple_ok {
                             let summary = format!(
                                 "{} {} ({}, {} of the wallet's balance) sent to {}, an address never paid before",
@@ -2060,10 +2088,7 @@ impl Engine {
         // alerts. It never holds: a whale is many times a wallet's usual
         // largest, and a held legitimate withdrawal is a false freeze.
         if history.count >= p.history_min && share >= p.min_share_bps {
-            let scaled = (p.history_multiple * 1000.0).round() as u128;
-            if U256::from(units(i.amount)) * U256::from(1000u32)
-                >= U256::from(units(history.max)) * U256::from(scaled)
-            {
+            if at_least(i.amount, history.max, p.history_multiple) {
                 unusual = Some(format!(
                     "{} {} is {:.1}x the wallet's largest of {} earlier withdrawals ({}) and {} of its balance",
                     i.amount.to_decimal_string(i.decimals),

@@ -658,6 +658,9 @@ pub(crate) struct State {
     /// When each address was first paid by a hot wallet, in seconds since
     /// [`PAID_EPOCH`] plus one (0: never); four bytes an address.
     pub(crate) first_paid: Vec<u32>,
+    /// When the engine first saw an outflow, as `first_paid` stores
+    /// times (0: none yet): what it knows of who is "new" starts there.
+    pub(crate) watching_since: u32,
     pub(crate) history: FxHashMap<(WalletIdx, AssetId), History>,
     /// Fingerprints of retired transfers: 8 bytes a transfer instead of
     /// its whole state. One set, so a new transfer costs one probe.

@@ -519,7 +519,9 @@ impl<'a> Exchange<'a> {
             if self.withdrawals_suspended {
                 continue;
             }
-            let at = now.max(wt.since) + millis(&mut self.rng, 1_000, 20_000);
+            // Signed once the top-up is in: its intent (up to 20 s before
+            // it) comes after the top-up too.
+            let at = now.max(wt.since) + millis(&mut self.rng, 21_000, 40_000);
             self.pay(c, w, a, wt.to, wt.amount, at);
         }
     }
