@@ -429,7 +429,7 @@ fn new_destination_converging_on_one_fresh_address() {
     d.at(1).eth("0x02", Stage::Pending, HOT2, THIEF, "15");
     let f = d.findings_of("converging");
     assert_eq!(f.len(), 1, "two hot wallets paying one new address");
-    assert!(f[0].summary.contains("2 hot wallet(s)"), "{}", f[0].summary);
+    assert!(f[0].summary.contains("2 source(s)"), "{}", f[0].summary);
     // Across chains: the same EVM address on another chain counts too.
     let mut d = exchange(CONVERGING);
     d.hot("bsc", HOT, &[("ETH", "1000")]);

@@ -46,9 +46,13 @@ const WHALE_RATE: f64 = 1.0 / 1_500.0;
 const WHALE_MIN_USD: f64 = 50_000.0;
 /// The whale tail's Pareto exponent: 1.16, the 80/20 law; values of
 /// on-chain transfers follow power laws with exponents near 1 (Kondor et
-/// al. 2014 for Bitcoin). No upper bound: a whale may take more than a hot
-/// wallet holds, and is then paid from cold storage.
+/// al. 2014 for Bitcoin). No bound but the account's own: a whale may take
+/// more than a hot wallet holds, and is then paid from cold storage.
 const WHALE_ALPHA: f64 = 1.16;
+/// No account holds more than a twentieth of what the exchange holds of
+/// an asset on a chain (customer assets spread over millions of accounts,
+/// as proof-of-reserves reports show): a larger draw is no customer's.
+const MAX_ACCOUNT_DIV: u128 = 20;
 /// Share of retail withdrawals to a regular counterparty (an account at
 /// another exchange the customer uses again).
 const REGULAR_SHARE: f64 = 0.2;
@@ -223,6 +227,9 @@ pub(crate) struct Exchange<'a> {
     withdrawals_suspended: bool,
     /// Withdrawals waiting for their batch, by chain.
     queued: Vec<Vec<Queued>>,
+    /// The deposit sweeps of consolidation bursts still to come: (time,
+    /// order, chain, hot wallet).
+    sweeps: BinaryHeap<Reverse<(i64, u64, usize, usize)>>,
     /// Withdrawals waiting for a top-up, by wallet and asset, oldest
     /// first, and their sum.
     waiting: Vec<Vec<std::collections::VecDeque<Waiting>>>,
@@ -261,6 +268,7 @@ impl<'a> Exchange<'a> {
             refills_halted: false,
             withdrawals_suspended: false,
             queued: topo.chains.iter().map(|_| Vec::new()).collect(),
+            sweeps: BinaryHeap::new(),
             waiting: topo
                 .wallets
                 .iter()
@@ -275,6 +283,13 @@ impl<'a> Exchange<'a> {
     /// in generation order.
     pub(crate) fn run(mut self, actions: Vec<Scheduled>) -> Vec<Record> {
         for a in actions {
+            while let Some(&Reverse((t, _, c, w))) = self.sweeps.peek()
+                && t <= a.t
+            {
+                self.sweeps.pop();
+                self.apply_moves(t);
+                self.sweep_deposit(c, w, t);
+            }
             self.apply_moves(a.t);
             match a.action {
                 Action::Withdrawal(c) => self.withdrawal(c, a.t),
@@ -421,6 +436,16 @@ impl<'a> Exchange<'a> {
             return;
         }
         let amount = q * unit;
+        let holdings: u128 = self
+            .topo
+            .wallets
+            .iter()
+            .filter(|x| x.def.chain == c && x.def.role != WalletRole::Tripwire)
+            .map(|x| x.start[a])
+            .sum();
+        if amount > holdings / MAX_ACCOUNT_DIV {
+            return;
+        }
         let regular = if whale {
             WHALE_REGULAR_SHARE
         } else {
@@ -574,60 +599,70 @@ impl<'a> Exchange<'a> {
     /// address a little of it (announced like any transaction it signs).
     fn consolidation(&mut self, c: usize, t: i64) {
         let w = self.pick_hot(c);
-        let def = self.topo.chains[c].def;
         let (lo, hi) = CONSOLIDATION_ADDRESSES;
         let n = (f64::from(self.rng.gen_range(lo..=hi)) * self.config.volume.max(0.0)) as u32;
         let span = self.rng.gen_range(CONSOLIDATION_SECS.0..=CONSOLIDATION_SECS.1) * SEC;
-        let mut times: Vec<i64> = (0..n).map(|_| t + self.rng.gen_range(0..span)).collect();
-        times.sort_unstable();
-        for at in times {
-            let a = self.pick_asset(c);
-            let unit = def.assets[a].unit();
-            let usd = self.retail_usd();
-            let q = self.quanta(c, a, at, usd);
-            if q == 0 {
-                continue;
-            }
-            let deposit = self.ids.address(def.family);
-            let mut sweep_at = at;
-            if def.assets[a].token.is_some() && self.committed[w][0] >= def.gas_topup {
-                let intent_at = self
-                    .config
-                    .intents
-                    .then(|| at - millis(&mut self.rng, 1_000, 5_000));
-                self.send(Send {
-                    chain: c,
-                    asset: 0,
-                    from: Party::Wallet(w),
-                    to: Party::External(deposit.clone()),
-                    amount: def.gas_topup,
-                    pending: at,
-                    label: Label::Normal,
-                    intent_at,
-                    change: false,
-                });
-                sweep_at += millis(&mut self.rng, 30_000, 120_000);
-            }
+        for _ in 0..n {
+            let at = t + self.rng.gen_range(0..span);
+            self.sweeps.push(Reverse((at, self.seq, c, w)));
+            self.seq += 1;
+        }
+    }
+
+    /// One deposit address of a burst swept into hot wallet `w`, its fee
+    /// topped up first where it holds a token; nothing once the exchange
+    /// has stopped signing.
+    fn sweep_deposit(&mut self, c: usize, w: usize, at: i64) {
+        if self.withdrawals_suspended {
+            return;
+        }
+        let def = self.topo.chains[c].def;
+        let a = self.pick_asset(c);
+        let unit = def.assets[a].unit();
+        let usd = self.retail_usd();
+        let q = self.quanta(c, a, at, usd);
+        if q == 0 {
+            return;
+        }
+        let deposit = self.ids.address(def.family);
+        let mut sweep_at = at;
+        if def.assets[a].token.is_some() && self.committed[w][0] >= def.gas_topup {
+            let intent_at = self
+                .config
+                .intents
+                .then(|| at - millis(&mut self.rng, 1_000, 5_000));
             self.send(Send {
                 chain: c,
-                asset: a,
-                from: Party::External(deposit),
-                to: Party::Wallet(w),
-                amount: q * unit,
-                pending: sweep_at,
+                asset: 0,
+                from: Party::Wallet(w),
+                to: Party::External(deposit.clone()),
+                amount: def.gas_topup,
+                pending: at,
                 label: Label::Normal,
-                intent_at: None,
+                intent_at,
                 change: false,
             });
+            self.check_levels(w, 0, at);
+            sweep_at += millis(&mut self.rng, 30_000, 120_000);
         }
-        self.check_levels(w, 0, t);
+        self.send(Send {
+            chain: c,
+            asset: a,
+            from: Party::External(deposit),
+            to: Party::Wallet(w),
+            amount: q * unit,
+            pending: sweep_at,
+            label: Label::Normal,
+            intent_at: None,
+            change: false,
+        });
     }
 
     fn deposit(&mut self, c: usize, t: i64) {
         let a = self.pick_asset(c);
         let w = self.pick_hot(c);
         let unit = self.topo.chains[c].def.assets[a].unit();
-        let usd = self.retail_usd();
+        let (usd, _) = self.withdrawal_usd();
         let q = self.quanta(c, a, t, usd);
         if q == 0 {
             return;
@@ -755,6 +790,13 @@ impl<'a> Exchange<'a> {
             }
             Step::SweepAll => {
                 self.withdrawals_suspended = true;
+                // Withdrawals waiting for a batch are not signed: their
+                // amounts are the wallet's again, and swept with the rest.
+                for queue in &mut self.queued {
+                    for q in queue.drain(..) {
+                        self.committed[q.wallet][q.asset] += q.amount;
+                    }
+                }
                 for (w, sums) in self.waiting_sum.iter_mut().enumerate() {
                     for (a, sum) in sums.iter_mut().enumerate() {
                         *sum = 0;

@@ -163,8 +163,11 @@ fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 /// (up to 20 s before its transfer) falls inside the scenario.
 const WARM_UP: i64 = 30 * SEC;
 
-/// Deposits per withdrawal.
-const DEPOSIT_RATIO: f64 = 1.0 / 3.0;
+/// Direct deposits per withdrawal, drawn from the same amounts (whales
+/// deposit too); with the consolidation bursts on top, a normal day's
+/// deposits about match its withdrawals in value, as an exchange's
+/// customer assets change little from one day to the next.
+const DEPOSIT_RATIO: f64 = 0.8;
 
 /// Generates a scenario: records in non-decreasing time order (equal times
 /// keep generation order, so a transfer's stages come pending, included,
