@@ -1655,7 +1655,10 @@ impl Engine {
                             history.count,
                             history.max.to_decimal_string(tr.decimals)
                         ));
-                        figures.push(("largest_earlier".to_string(), history.max.to_decimal_string(tr.decimals)));
+                        figures.push((
+                            "largest_earlier".to_string(),
+                            history.max.to_decimal_string(tr.decimals),
+                        ));
                         figures.push(("history_multiple".to_string(), format!("{m}")));
                     }
                     let sub = Subject::of_transfer(tr, s.usd());
@@ -1708,7 +1711,11 @@ impl Engine {
                     }
                 }
                 RuleKind::NewDestination(p) => {
-                    let paid_first = if first_paid == 0 { paid_at(t) } else { first_paid };
+                    let paid_first = if first_paid == 0 {
+                        paid_at(t)
+                    } else {
+                        first_paid
+                    };
                     let fresh = paid_at(t.minus(p.fresh_for)) < paid_first
                         && (p.warm_up.is_zero() || {
                             let known_from = i64::from(watching_since)

@@ -303,9 +303,7 @@ fn caught(preset: &str, intents: bool, replay: &Replay) -> bool {
         // At the first theft: within a second of scenario time.
         "coinex" => delay.is_some_and(|d| d < 1.0),
         // Before a tenth of its value left.
-        "abuse" => {
-            delay.is_some() && score.attack_usd_before_freeze < 0.1 * score.attack_usd_total
-        }
+        "abuse" => delay.is_some() && score.attack_usd_before_freeze < 0.1 * score.attack_usd_total,
         // Held at its intent (with intents); without, nothing announces it
         // and one large payment is ambiguous: caught if anything froze
         // before a tenth of it left (nothing did: see the README).
@@ -606,7 +604,8 @@ impl Measure {
         let mut usd: HashMap<Chain, f64> = HashMap::new();
         for ((chain, address, asset), amount) in &self.balances {
             if self.roles.get(&(chain.clone(), address.clone())) == Some(&WalletRole::Hot) {
-                *usd.entry(chain.clone()).or_default() += self.usd(asset, *amount, drainguard_sim::SCENARIO_DECIMALS);
+                *usd.entry(chain.clone()).or_default() +=
+                    self.usd(asset, *amount, drainguard_sim::SCENARIO_DECIMALS);
             }
         }
         self.minor = usd

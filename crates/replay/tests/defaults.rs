@@ -5,7 +5,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use drainguard_engine::RuleSet;
-use drainguard_model::{EventKind, Stage, TransferKey, TxHash};
+use drainguard_model::{EventKind, Stage, Timestamp, TransferKey, TxHash};
 use drainguard_replay::{Replay, Score, replay_records};
 use drainguard_sim::{Label, Record, SimConfig, generate, preset};
 
@@ -93,18 +93,46 @@ fn stolen_key_drain_freezes_at_the_first_theft() {
 }
 
 #[test]
-fn withdrawal_system_abuse_freezes_before_a_tenth_leaves() {
+fn withdrawal_system_abuse_freezes_at_the_second_theft() {
+    // Each theft has its intent, and the first, a few percent of eth-hot-1
+    // to a fresh address, is what a whale does every day: the evidence is
+    // the second, from another wallet to the same fresh address. Nothing
+    // after the first may leave.
     for (seed, volume, intents) in matrix() {
-        let r = run(&day("abuse", seed, intents, volume));
+        let config = day("abuse", seed, intents, volume);
+        let records = generate(&config);
+        let mut thefts: Vec<(Timestamp, f64)> = Vec::new();
+        let mut price: HashMap<String, f64> = HashMap::new();
+        for r in &records {
+            match &r.kind {
+                EventKind::Price(p) => {
+                    price.insert(p.asset.to_string(), p.usd.0);
+                }
+                EventKind::Transfer(t)
+                    if r.label == Some(Label::Attack) && t.stage == Stage::Pending =>
+                {
+                    let usd = t.amount.to_f64_units(t.decimals) * price[t.asset.as_str()];
+                    thefts.push((r.t, usd));
+                }
+                _ => {}
+            }
+        }
+        let r = run(&config);
         let s = score(&r);
         let case = format!("seed {seed}, volume {volume}, intents {intents}");
         assert_eq!(s.false_freezes, 0, "{case}:\n{}", describe(&r));
         assert!(s.detection_delay_seconds.is_some(), "{case}: never frozen");
-        let share = s.attack_usd_before_freeze / s.attack_usd_total;
+        let first_freeze = r.freezes[0].t;
         assert!(
-            share < 0.10,
-            "{case}: {:.1}% left before the freeze",
-            share * 100.0
+            first_freeze <= thefts[1].0,
+            "{case}: frozen at {first_freeze}, after the second theft at {}",
+            thefts[1].0
+        );
+        assert!(
+            (s.attack_usd_before_freeze - thefts[0].1).abs() < 0.01 * thefts[0].1,
+            "{case}: ${:.0} left before the freeze, the first theft was ${:.0}",
+            s.attack_usd_before_freeze,
+            thefts[0].1
         );
     }
 }
@@ -126,24 +154,54 @@ fn giant_withdrawal_is_held_at_its_intent() {
         let s = score(&r);
         let case = format!("seed {seed}, volume {volume}, intents {intents}");
         assert_eq!(s.false_freezes, 0, "{case}:\n{}", describe(&r));
-        assert_eq!(
-            s.attack_usd_before_freeze,
-            0.0,
-            "{case}: nothing lost\n{}",
-            describe(&r)
-        );
-        assert_eq!(
-            s.detection_delay_seconds,
-            Some(0.0),
-            "{case}: at the first attack record"
-        );
         if intents {
+            assert_eq!(s.attack_usd_before_freeze, 0.0, "{case}: nothing lost");
+            assert_eq!(s.detection_delay_seconds, Some(0.0), "{case}");
             assert!(
                 r.report.freezes[0].scope.starts_with("intent:"),
                 "{case}: held at its intent: {}",
                 describe(&r)
             );
+        } else {
+            // Nothing announces it: one payment of 60% is frozen when it is
+            // also ten times anything the wallet paid (DMM), and always
+            // pages a human.
+            let at = s.first_attack_t.clone().unwrap();
+            let seen: Vec<&str> = r
+                .report
+                .findings
+                .iter()
+                .filter(|f| f.t == at)
+                .map(|f| f.rule.as_str())
+                .collect();
+            assert!(
+                seen.contains(&"large-to-new-destination") || seen.contains(&"unprecedented-tx"),
+                "{case}: {seen:?}"
+            );
+            if seen.contains(&"unprecedented-tx") {
+                assert_eq!(s.detection_delay_seconds, Some(0.0), "{case}");
+                assert_eq!(s.attack_usd_before_freeze, 0.0, "{case}");
+            }
         }
+    }
+}
+
+#[test]
+fn a_tripwire_freezes_everything_at_its_first_outflow() {
+    for (seed, volume, intents) in matrix() {
+        let r = run(&day("tripwire", seed, intents, volume));
+        let s = score(&r);
+        let case = format!("seed {seed}, volume {volume}, intents {intents}");
+        assert_eq!(s.false_freezes, 0, "{case}");
+        assert_eq!(s.detection_delay_seconds, Some(0.0), "{case}");
+        assert_eq!(
+            r.report.freezes[0].scope,
+            "global",
+            "{case}: {}",
+            describe(&r)
+        );
+        assert!(r.report.freezes[0].reason.starts_with("tripwire"), "{case}");
+        assert_eq!(s.attack_usd_before_freeze, 0.0, "{case}");
     }
 }
 
@@ -207,7 +265,12 @@ fn reorganized(config: &SimConfig) -> Vec<Record> {
         }
         let mut again = r.clone();
         if let EventKind::Transfer(t) = &mut again.kind {
+            // A bitcoin batch comes back as it was: an output keeps its
+            // number (index + 1 is the batch's next output), and a batch
+            // re-signed after a block that took most of an hour would be
+            // past its intents' match window.
             match n / 25 % 3 {
+                _ if t.chain.as_str() == "bitcoin" => {}
                 0 => {}
                 1 => t.index += 1,
                 _ => t.tx_hash = TxHash::new(&format!("{}ee", t.tx_hash)),
@@ -243,7 +306,22 @@ fn reorganized_withdrawals_still_match_their_intents() {
                     .filter(|f| f.rule == "unmatched-outflow")
                     .count()
             };
-            assert_eq!(unmatched(&r), unmatched(&plain), "{case}: {}", describe(&r));
+            let list = |r: &Replay| {
+                r.report
+                    .findings
+                    .iter()
+                    .filter(|f| f.rule == "unmatched-outflow")
+                    .map(|f| format!("{} {}", f.t, f.summary))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            assert_eq!(
+                unmatched(&r),
+                unmatched(&plain),
+                "{case}: reorganized\n{}\nplain\n{}",
+                list(&r),
+                list(&plain)
+            );
             assert_eq!(
                 r.report.freezes.len(),
                 plain.report.freezes.len(),

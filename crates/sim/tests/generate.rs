@@ -75,11 +75,16 @@ fn replay_balances(
         match &r.kind {
             EventKind::Wallet(w) => {
                 for b in &w.balances {
-                    balances.insert((b.chain.clone(), b.wallet.clone(), b.asset.clone()), b.amount);
+                    balances.insert(
+                        (b.chain.clone(), b.wallet.clone(), b.asset.clone()),
+                        b.amount,
+                    );
                 }
             }
             EventKind::Transfer(t) if t.stage == Stage::Included => {
-                if let Some(b) = balances.get_mut(&(t.chain.clone(), t.from.clone(), t.asset.clone())) {
+                if let Some(b) =
+                    balances.get_mut(&(t.chain.clone(), t.from.clone(), t.asset.clone()))
+                {
                     if *b < t.amount {
                         return Err(format!(
                             "{} {} {}: balance {} < {}",
@@ -88,7 +93,8 @@ fn replay_balances(
                     }
                     *b = b.saturating_sub(t.amount);
                 }
-                if let Some(b) = balances.get_mut(&(t.chain.clone(), t.to.clone(), t.asset.clone())) {
+                if let Some(b) = balances.get_mut(&(t.chain.clone(), t.to.clone(), t.asset.clone()))
+                {
                     *b = b.saturating_add(t.amount);
                 }
             }
@@ -350,7 +356,13 @@ fn coinex_starts_with_an_unannounced_eth_transfer_and_ends_with_a_sweep() {
         .collect();
     assert_eq!(
         robbed,
-        BTreeSet::from(["btc-hot", "eth-hot-1", "eth-hot-2", "polygon-hot", "tron-hot"])
+        BTreeSet::from([
+            "btc-hot",
+            "eth-hot-1",
+            "eth-hot-2",
+            "polygon-hot",
+            "tron-hot"
+        ])
     );
     // The bitcoin theft returns change to btc-hot.
     assert!(
@@ -416,7 +428,10 @@ fn abuse_is_announced_thefts_to_few_shared_addresses() {
     assert_eq!(tron.len(), 2);
     let span = attack.last().unwrap().t.seconds_since(attack[0].t);
     assert!(span < 20.0 * 60.0, "{span}");
-    let from: BTreeSet<&str> = pendings.iter().map(|t| roles[&from(t)].0.as_str()).collect();
+    let from: BTreeSet<&str> = pendings
+        .iter()
+        .map(|t| roles[&from(t)].0.as_str())
+        .collect();
     assert_eq!(from, BTreeSet::from(["eth-hot-1", "eth-hot-2", "tron-hot"]));
 }
 
@@ -605,7 +620,11 @@ fn whales_take_100k_or_more_to_new_addresses_several_times_a_day() {
     }
     assert!(whales >= 3 * days.len(), "{whales} in {} days", days.len());
     assert!(to_new * 2 > whales, "{to_new} of {whales} to new addresses");
-    assert!(million >= 1, "no withdrawal of $1M or more in {} days", days.len());
+    assert!(
+        million >= 1,
+        "no withdrawal of $1M or more in {} days",
+        days.len()
+    );
 }
 
 #[test]
@@ -783,9 +802,7 @@ fn a_tripwire_is_swept_first_and_then_a_hot_wallet() {
     let froms: Vec<&str> = attack
         .iter()
         .filter_map(|r| match &r.kind {
-            EventKind::Transfer(t) if t.stage == Stage::Pending => {
-                Some(roles[&from(t)].0.as_str())
-            }
+            EventKind::Transfer(t) if t.stage == Stage::Pending => Some(roles[&from(t)].0.as_str()),
             _ => None,
         })
         .collect();

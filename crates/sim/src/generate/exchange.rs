@@ -274,7 +274,11 @@ impl<'a> Exchange<'a> {
                 .iter()
                 .map(|w| w.start.iter().map(|_| Default::default()).collect())
                 .collect(),
-            waiting_sum: topo.wallets.iter().map(|w| vec![0; w.start.len()]).collect(),
+            waiting_sum: topo
+                .wallets
+                .iter()
+                .map(|w| vec![0; w.start.len()])
+                .collect(),
             out: Vec::new(),
         }
     }
@@ -601,7 +605,10 @@ impl<'a> Exchange<'a> {
         let w = self.pick_hot(c);
         let (lo, hi) = CONSOLIDATION_ADDRESSES;
         let n = (f64::from(self.rng.gen_range(lo..=hi)) * self.config.volume.max(0.0)) as u32;
-        let span = self.rng.gen_range(CONSOLIDATION_SECS.0..=CONSOLIDATION_SECS.1) * SEC;
+        let span = self
+            .rng
+            .gen_range(CONSOLIDATION_SECS.0..=CONSOLIDATION_SECS.1)
+            * SEC;
         for _ in 0..n {
             let at = t + self.rng.gen_range(0..span);
             self.sweeps.push(Reverse((at, self.seq, c, w)));

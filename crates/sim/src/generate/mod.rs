@@ -22,7 +22,7 @@ mod topology;
 use std::time::Duration;
 
 use drainguard_model::{
-    Address, Amount, Asset, Chain, BalanceObs, EventKind, Head, Price, PriceObs, Stage, Timestamp,
+    Address, Amount, Asset, BalanceObs, Chain, EventKind, Head, Price, PriceObs, Stage, Timestamp,
     Transfer, WalletDecl, WalletRole,
 };
 use rand::SeedableRng;
@@ -429,7 +429,8 @@ fn apply(
             .iter()
             .position(|a| a == &tr.asset)
     };
-    let slot = |address: &Address| wallet_of(&tr.chain, address).and_then(|w| Some((w, asset_of(w)?)));
+    let slot =
+        |address: &Address| wallet_of(&tr.chain, address).and_then(|w| Some((w, asset_of(w)?)));
     if let Some((w, a)) = slot(&tr.from) {
         debug_assert!(balances[w][a] >= amount, "negative balance");
         balances[w][a] = balances[w][a].saturating_sub(amount);
