@@ -2094,18 +2094,19 @@ impl Engine {
         // limit above applies alone); after, a withdrawal far above them
         // alerts. It never holds: a whale is many times a wallet's usual
         // largest, and a held legitimate withdrawal is a false freeze.
-        if history.count >= p.history_min && share >= p.min_share_bps {
-            if at_least(i.amount, history.max, p.history_multiple) {
-                unusual = Some(format!(
-                    "{} {} is {:.1}x the wallet's largest of {} earlier withdrawals ({}) and {} of its balance",
-                    i.amount.to_decimal_string(i.decimals),
-                    i.asset,
-                    units(i.amount) as f64 / units(history.max).max(1) as f64,
-                    history.count,
-                    history.max.to_decimal_string(i.decimals),
-                    pct(u64::from(share))
-                ));
-            }
+        if history.count >= p.history_min
+            && share >= p.min_share_bps
+            && at_least(i.amount, history.max, p.history_multiple)
+        {
+            unusual = Some(format!(
+                "{} {} is {:.1}x the wallet's largest of {} earlier withdrawals ({}) and {} of its balance",
+                i.amount.to_decimal_string(i.decimals),
+                i.asset,
+                units(i.amount) as f64 / units(history.max).max(1) as f64,
+                history.count,
+                history.max.to_decimal_string(i.decimals),
+                pct(u64::from(share))
+            ));
         }
         for rule in self
             .index

@@ -239,7 +239,7 @@ pub fn evaluate(config: &EvalConfig, rules: &RuleSet) -> EvalReport {
     // The busiest days first, so that no thread is left with one at the end.
     jobs.sort_by(|a, b| b.volume.total_cmp(&a.volume));
     let results = run_parallel(&jobs, config.threads.max(1), rules);
-    summarize(config, results, started.elapsed())
+    summarize(config, &results, started.elapsed())
 }
 
 fn run_parallel(jobs: &[Job], threads: usize, rules: &RuleSet) -> Vec<DayResult> {
@@ -380,14 +380,14 @@ fn judge(job: &Job, records: u64, replay: &Replay, withdrawals: Withdrawals) -> 
     }
 }
 
-fn summarize(config: &EvalConfig, results: Vec<DayResult>, took: Duration) -> EvalReport {
+fn summarize(config: &EvalConfig, results: &[DayResult], took: Duration) -> EvalReport {
     let mut normal = Vec::new();
     let mut failures = Vec::new();
     for &volume in &config.volumes {
         for intents in [true, false] {
             let days: Vec<&DayResult> = results
                 .iter()
-                .filter(|r| r.job.preset == "normal" && r.job.volume == volume)
+                .filter(|r| r.job.preset == "normal" && r.job.volume.to_bits() == volume.to_bits())
                 .filter(|r| r.job.intents == intents)
                 .collect();
             let mut w = Withdrawals::default();
@@ -413,7 +413,10 @@ fn summarize(config: &EvalConfig, results: Vec<DayResult>, took: Duration) -> Ev
     // The traffic must hold what real traffic holds, or no false freeze
     // proves nothing: at 1×, several whales a day, most to new addresses,
     // and some taking over a quarter of the minor chain's hot wallet.
-    for g in normal.iter().filter(|g| g.volume == 1.0 && g.days > 0) {
+    for g in normal
+        .iter()
+        .filter(|g| g.volume.to_bits() == 1.0f64.to_bits() && g.days > 0)
+    {
         let w = &g.withdrawals;
         let per_day = w.whales as f64 / f64::from(g.days);
         if per_day < 3.0 {
@@ -464,7 +467,7 @@ fn summarize(config: &EvalConfig, results: Vec<DayResult>, took: Duration) -> Ev
             // Without intents nothing announces the giant withdrawal: it
             // is reported, not required (one payment of 60% is ambiguous
             // without the withdrawal system's word).
-            let required = !(preset == "giant" && !intents);
+            let required = preset != "giant" || intents;
             if required && g.caught < g.days {
                 failures.push(format!(
                     "{preset} ({} intents): caught on {} of {} days ({})",

@@ -659,7 +659,7 @@ fn regular_counterparties_are_paid_by_several_wallets_and_chains() {
     // A market maker or another exchange withdraws wherever it trades: its
     // one EVM address is paid by both ethereum hot wallets and by polygon.
     let records = day("normal");
-    let roles = wallets(&records);
+    let roles = wallets(records);
     let mut payers: HashMap<Address, BTreeSet<(String, String)>> = HashMap::new();
     for (_, t) in transfers(records) {
         if t.stage == Stage::Pending
@@ -686,7 +686,7 @@ fn bitcoin_withdrawals_go_out_in_batches_with_change() {
     // REALISM: one bitcoin transaction pays tens to hundreds of customers,
     // with change back to the exchange.
     let records = day("normal");
-    let roles = wallets(&records);
+    let roles = wallets(records);
     let mut outputs: HashMap<String, (usize, bool)> = HashMap::new();
     for (_, t) in transfers(records) {
         if t.stage == Stage::Pending
@@ -719,7 +719,7 @@ fn deposits_are_consolidated_in_bursts_within_hours() {
     // REALISM: thousands of deposit addresses swept into one hot wallet
     // within hours; a token sweep needs its fee topped up first.
     let records = day("normal");
-    let roles = wallets(&records);
+    let roles = wallets(records);
     let mut inflows_by_hour: HashMap<(String, i64), usize> = HashMap::new();
     let mut topups = 0;
     for (r, t) in transfers(records) {
@@ -797,7 +797,7 @@ fn a_busy_day_is_six_times_a_normal_one_all_day() {
 #[test]
 fn a_tripwire_is_swept_first_and_then_a_hot_wallet() {
     let records = day("tripwire");
-    let roles = wallets(&records);
+    let roles = wallets(records);
     let attack = attack_records(records);
     let froms: Vec<&str> = attack
         .iter()
