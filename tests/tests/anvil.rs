@@ -223,13 +223,13 @@ fn e2e_anvil_erc20_drain_and_unknown_approval_are_caught() {
         .unwrap();
     d.wait_for_log("rule=unknown-approval", Duration::from_secs(30))
         .unwrap();
-    // A token drain with no intent: 60% of the wallet's tokens at once.
+    // A token drain with no intent: 90% of the wallet's tokens at once.
     let receipt = anvil
         .send_tx_and_wait(
             HOT,
             &token,
             "0x0",
-            Some(&erc20_transfer_calldata(THIEF, 600_000_000_000_000)),
+            Some(&erc20_transfer_calldata(THIEF, 900_000_000_000_000)),
         )
         .unwrap();
     assert_eq!(receipt["status"], "0x1");
@@ -252,7 +252,7 @@ fn e2e_anvil_erc20_drain_and_unknown_approval_are_caught() {
         .unwrap();
     assert_eq!(drain.evidence[0].asset.as_str(), "TT");
     assert_eq!(drain.evidence[0].to.as_str(), THIEF);
-    assert_eq!(drain.evidence[0].amount, "600000000");
+    assert_eq!(drain.evidence[0].amount, "900000000");
     // The watcher read the wallet's token balance, so the share rule
     // measures the drain against it.
     let share = findings
@@ -263,7 +263,7 @@ fn e2e_anvil_erc20_drain_and_unknown_approval_are_caught() {
         share
             .figures
             .iter()
-            .any(|(k, v)| k == "share" && v == "60.0%"),
+            .any(|(k, v)| k == "share" && v == "90.0%"),
         "{:?}",
         share.figures
     );
