@@ -292,7 +292,7 @@ fn e2e_tansu_a_restarted_engine_still_knows_the_wallets_their_balances_and_the_p
         .unwrap();
     assert!(
         frozen.contains("wallet:ethereum:0xaa")
-            && frozen.contains("($270000.00, 90.0% of the wallet's balance)"),
+            && frozen.contains("takes 90.0% of 0xaa's ETH balance: 90 ETH ($270000.00)"),
         "frozen at the restored price and balance: {frozen}"
     );
     assert_eq!(
