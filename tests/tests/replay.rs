@@ -86,7 +86,10 @@ fn e2e_replay_coinex_day_json_report() {
     // Alerts may come all day (whales to new addresses); the first freeze
     // comes with the drain at 14:10.
     let first_freeze = r["freezes"][0]["t"].as_str().unwrap();
-    assert!(first_freeze.starts_with("2023-09-12T14:1"), "{first_freeze}");
+    assert!(
+        first_freeze.starts_with("2023-09-12T14:1"),
+        "{first_freeze}"
+    );
     assert!(
         r["freezes"]
             .as_array()
@@ -420,4 +423,43 @@ fn e2e_replay_plot_to_an_unwritable_path_fails_naming_it() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot write /nonexistent-dir/x.svg"), "{err}");
+}
+
+#[test]
+fn e2e_replay_eval_reports_false_freezes_and_incidents_as_json() {
+    let out = drainguard(&[
+        "eval",
+        "--days",
+        "1",
+        "--volumes",
+        "1",
+        "--incident-days",
+        "1",
+        "--json",
+    ])
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["days"], 2 + 10);
+    assert_eq!(r["false_freezes"].as_array().unwrap().len(), 0);
+    assert_eq!(r["failures"].as_array().unwrap().len(), 0);
+    assert_eq!(r["normal"].as_array().unwrap().len(), 2);
+    let presets: Vec<&str> = r["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["preset"].as_str().unwrap())
+        .collect();
+    for p in ["coinex", "abuse", "giant", "approval", "tripwire"] {
+        assert_eq!(presets.iter().filter(|&&x| x == p).count(), 2, "{p}");
+    }
+    // A bad argument is named, and nothing runs.
+    let bad = drainguard(&["eval", "--volumes", "0"]).unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--volumes: 0 is not in (0, 100]"), "{err}");
 }

@@ -410,34 +410,7 @@ fn summarize(config: &EvalConfig, results: &[DayResult], took: Duration) -> Eval
             });
         }
     }
-    // The traffic must hold what real traffic holds, or no false freeze
-    // proves nothing: at 1×, several whales a day, most to new addresses,
-    // and some taking over a quarter of the minor chain's hot wallet.
-    for g in normal
-        .iter()
-        .filter(|g| g.volume.to_bits() == 1.0f64.to_bits() && g.days > 0)
-    {
-        let w = &g.withdrawals;
-        let per_day = w.whales as f64 / f64::from(g.days);
-        if per_day < 3.0 {
-            failures.push(format!(
-                "at 1x ({} intents) only {per_day:.1} withdrawals of $100k or more a day were generated (want several)",
-                if g.intents { "with" } else { "without" }
-            ));
-        }
-        if w.whales_to_new * 2 <= w.whales {
-            failures.push(format!(
-                "at 1x only {} of {} withdrawals of $100k or more went to never-paid addresses (want most)",
-                w.whales_to_new, w.whales
-            ));
-        }
-        if g.days >= 10 && w.over_quarter_of_minor == 0 {
-            failures.push(format!(
-                "at 1x no withdrawal took over 25% of the minor chain's hot wallet in {} days",
-                g.days
-            ));
-        }
-    }
+    failures.extend(traffic_failures(&normal));
     let mut incidents = Vec::new();
     for &preset in INCIDENTS {
         for intents in [true, false] {
@@ -500,6 +473,40 @@ fn summarize(config: &EvalConfig, results: &[DayResult], took: Duration) -> Eval
         seconds: took.as_secs_f64(),
         failures,
     }
+}
+
+/// The traffic must hold what real traffic holds, or no false freeze
+/// proves anything: at 1×, several whales a day, most to new addresses,
+/// and (over ten days or more) some taking over a quarter of the minor
+/// chain's hot wallet.
+fn traffic_failures(normal: &[NormalGroup]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for g in normal
+        .iter()
+        .filter(|g| g.volume.to_bits() == 1.0f64.to_bits() && g.days > 0)
+    {
+        let w = &g.withdrawals;
+        let per_day = w.whales as f64 / f64::from(g.days);
+        if per_day < 3.0 {
+            failures.push(format!(
+                "at 1x ({} intents) only {per_day:.1} withdrawals of $100k or more a day were generated (want several)",
+                if g.intents { "with" } else { "without" }
+            ));
+        }
+        if w.whales_to_new * 2 <= w.whales {
+            failures.push(format!(
+                "at 1x only {} of {} withdrawals of $100k or more went to never-paid addresses (want most)",
+                w.whales_to_new, w.whales
+            ));
+        }
+        if g.days >= 10 && w.over_quarter_of_minor == 0 {
+            failures.push(format!(
+                "at 1x no withdrawal took over 25% of the minor chain's hot wallet in {} days",
+                g.days
+            ));
+        }
+    }
+    failures
 }
 
 /// Measures the legitimate withdrawals of a day as the records go by:
@@ -622,5 +629,43 @@ impl EvalReport {
     /// Whether every requirement held.
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(whales: u64, to_new: u64, over_quarter: u64) -> NormalGroup {
+        NormalGroup {
+            volume: 1.0,
+            intents: true,
+            days: 10,
+            false_freezes: 0,
+            false_freezes_per_month: 0.0,
+            alerts_per_day: 0.0,
+            withdrawals: Withdrawals {
+                count: 100_000,
+                whales,
+                whales_to_new: to_new,
+                over_quarter_of_minor: over_quarter,
+                ..Withdrawals::default()
+            },
+        }
+    }
+
+    #[test]
+    fn tame_traffic_fails_and_real_traffic_passes() {
+        assert!(traffic_failures(&[group(80, 60, 3)]).is_empty());
+        let few = traffic_failures(&[group(20, 15, 3)]);
+        assert!(few[0].contains("2.0 withdrawals of $100k"), "{few:?}");
+        let known = traffic_failures(&[group(80, 30, 3)]);
+        assert!(known[0].contains("30 of 80"), "{known:?}");
+        let small = traffic_failures(&[group(80, 60, 0)]);
+        assert!(small[0].contains("over 25%"), "{small:?}");
+        // Only the 1x days are held to it.
+        let mut half = group(0, 0, 0);
+        half.volume = 0.5;
+        assert!(traffic_failures(&[half]).is_empty());
     }
 }
