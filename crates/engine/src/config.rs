@@ -153,6 +153,23 @@ pub struct OutflowWindowParams {
     /// Limit as a share of the scope's balance at the window's start, in
     /// basis points.
     pub max_share_bps: Option<u32>,
+    /// With it, the window fires only when its outflow is also
+    /// concentrated on few new destinations (the joined signal).
+    pub concentration: Option<Concentration>,
+}
+
+/// Concentration of a window's outflow on few new destinations: at most
+/// `max_destinations` addresses, each first paid within the window and
+/// paid at least `min_payments` times in it, received at least
+/// `min_share_bps` of the window's outflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concentration {
+    /// How few destinations.
+    pub max_destinations: u32,
+    /// Payments each must have received in the window.
+    pub min_payments: u32,
+    /// Their share of the window's outflow (basis points).
+    pub min_share_bps: u32,
 }
 
 /// `velocity` parameters.
@@ -730,11 +747,32 @@ fn kind_params(kind: &str, p: &mut Params<'_, '_>, read: FileReader<'_>) -> Opti
                     "per_asset windows sum exact amounts of one asset: use max_share",
                 );
             }
+            let concentration = match (
+                p.count("concentration_destinations"),
+                p.share("concentration_share"),
+            ) {
+                (None, None) => None,
+                (Some(d), Some(share)) => Some(Concentration {
+                    max_destinations: u32::try_from(d).unwrap_or(u32::MAX),
+                    min_payments: p
+                        .count("concentration_payments")
+                        .map_or(2, |c| u32::try_from(c).unwrap_or(u32::MAX)),
+                    min_share_bps: share,
+                }),
+                _ => {
+                    p.check.err(
+                        "params",
+                        "give concentration_destinations and concentration_share together",
+                    );
+                    None
+                }
+            };
             RuleKind::OutflowWindow(OutflowWindowParams {
                 window,
                 per_asset,
                 max_usd,
                 max_share_bps,
+                concentration,
             })
         }
         "velocity" => {

@@ -671,6 +671,54 @@ fn window_exceeded(
     describe_window(w, state, rule, key)
 }
 
+/// Whether a window's outflow is concentrated on few new destinations:
+/// the top `max_destinations` addresses first paid after `since` and paid
+/// at least `min_payments` times in the window, and their share of it
+/// (basis points), when it reaches `min_share_bps`. Walks the window: only
+/// once it is over its limit.
+fn concentration(
+    w: &SlidingWindow,
+    state: &State,
+    c: crate::config::Concentration,
+    since: Timestamp,
+    current: u32,
+    current_to: crate::intern::AddrId,
+) -> Option<(usize, u64)> {
+    let since = paid_at(since);
+    let mut by_to: FxHashMap<crate::intern::AddrId, (u128, u32)> = FxHashMap::default();
+    for (slot, value) in w.live() {
+        // The outflow being judged is in the window, not yet marked.
+        let to = if slot == current {
+            current_to
+        } else {
+            match state.slab.get(slot as usize) {
+                Some(s) if s.counted => s.to,
+                _ => continue,
+            }
+        };
+        let e = by_to.entry(to).or_default();
+        e.0 = e.0.saturating_add(value);
+        e.1 += 1;
+    }
+    let mut top: Vec<u128> = by_to
+        .into_iter()
+        .filter(|(to, (_, n))| {
+            *n >= c.min_payments
+                && state
+                    .first_paid
+                    .get(to.0 as usize)
+                    .is_none_or(|&fp| fp == 0 || fp >= since)
+        })
+        .map(|(_, (v, _))| v)
+        .collect();
+    top.sort_unstable_by(|a, b| b.cmp(a));
+    top.truncate(c.max_destinations as usize);
+    let n = top.len();
+    let sum = top.iter().fold(0u128, |a, v| a.saturating_add(*v));
+    let share = bps(sum, w.sum());
+    (n > 0 && share >= u64::from(c.min_share_bps)).then_some((n, share))
+}
+
 /// The cheap test of [`window_exceeded`]: no figures, no words, so a
 /// window that stays over its limit through a drain costs nothing more.
 fn window_over(
@@ -1694,11 +1742,34 @@ impl Engine {
                             fired.remove(&wkey);
                         }
                     } else if !fired.contains(&wkey) {
+                        let concentrated = match &rule.kind {
+                            RuleKind::OutflowWindow(p) => p.concentration.map(|c| {
+                                concentration(w, &self.state, c, t.minus(p.window), i, s.to)
+                            }),
+                            _ => None,
+                        };
+                        if concentrated.as_ref().is_some_and(Option::is_none) {
+                            // Over its share but spread over many or known
+                            // destinations: a rush, not a theft. Judged
+                            // again on the next outflow.
+                            continue;
+                        }
                         match describe_window(w, &self.state, rule, &wkey) {
                             None => {
                                 fired.remove(&wkey);
                             }
-                            Some((mut figures, summary)) => {
+                            Some((mut figures, mut summary)) => {
+                                if let Some(Some((n, share))) = concentrated {
+                                    summary.push_str(&format!(
+                                        "; {} of it to {n} new address(es) paid repeatedly",
+                                        pct(share)
+                                    ));
+                                    figures.push(("concentrated_share".to_string(), pct(share)));
+                                    figures.push((
+                                        "concentrated_destinations".to_string(),
+                                        n.to_string(),
+                                    ));
+                                }
                                 fired.insert(wkey);
                                 let sub = Subject::of_transfer(tr, s.usd());
                                 let evidence =
@@ -2138,9 +2209,12 @@ impl Engine {
                 else {
                     continue;
                 };
+                // A joined window freezes only with its concentration,
+                // which one intent cannot show.
                 if rule.action != Action::Freeze
                     || rule.mode != Mode::Enforce
                     || !op.per_asset
+                    || op.concentration.is_some()
                     || !rule.applies_to(&i.chain)
                 {
                     continue;

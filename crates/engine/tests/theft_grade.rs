@@ -223,3 +223,62 @@ fn half_the_balance_and_ten_times_the_largest_freezes_once_history_is_known() {
     d.at(10).eth("0x10", Stage::Pending, HOT, THIEF, "490");
     assert!(d.findings().is_empty());
 }
+
+const CONCENTRATED: &str = r#"
+[[rule]]
+id = "concentrated"
+kind = "outflow_window"
+scope = "wallet"
+severity = "critical"
+action = "freeze"
+[rule.params]
+window = "1h"
+per_asset = true
+max_share = 0.5
+concentration_destinations = 3
+concentration_payments = 2
+concentration_share = 0.5
+"#;
+
+fn user(i: u32) -> String {
+    format!("0x{:040x}", 0x1000 + i)
+}
+
+#[test]
+fn a_drain_share_freezes_only_when_few_new_addresses_collect_it() {
+    // A rush: 60% of the balance to sixty customers. Over the share, not
+    // concentrated: silent.
+    let mut d = exchange(CONCENTRATED);
+    for i in 0..60 {
+        d.at(i64::from(i) * 10)
+            .eth(&format!("0x{i:02x}"), Stage::Pending, HOT, &user(i), "10");
+    }
+    assert!(d.findings().is_empty(), "{:?}", d.findings());
+    // A whale paid once and a crowd: over the share, but the whale's
+    // address was paid once.
+    let mut d = exchange(CONCENTRATED);
+    d.at(0).eth("0xw0", Stage::Pending, HOT, THIEF, "450");
+    for i in 0..20 {
+        d.at(10 + i64::from(i))
+            .eth(&format!("0x{i:02x}"), Stage::Pending, HOT, &user(i), "5");
+    }
+    assert!(d.findings().is_empty(), "{:?}", d.findings());
+    // Three payments of 20% to one new address: at the third the window
+    // holds 60%, all of it there.
+    let mut d = exchange(CONCENTRATED);
+    for i in 0..3 {
+        d.at(i64::from(i) * 60)
+            .eth(&format!("0x{i:02x}"), Stage::Pending, HOT, THIEF, "200");
+        if i < 2 {
+            assert!(d.findings().is_empty());
+        }
+    }
+    let f = d.findings_of("concentrated");
+    assert_eq!(f.len(), 1);
+    assert!(
+        f[0].summary.contains("100.0% of it to 1 new address"),
+        "{}",
+        f[0].summary
+    );
+    assert_eq!(d.freezes().len(), 1);
+}
