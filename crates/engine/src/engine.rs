@@ -1744,7 +1744,18 @@ impl Engine {
                     } else if !fired.contains(&wkey) {
                         let concentrated = match &rule.kind {
                             RuleKind::OutflowWindow(p) => p.concentration.map(|c| {
-                                concentration(w, &self.state, c, t.minus(p.window), i, s.to)
+                                // Concentration only grows when an address
+                                // first paid within the window is paid
+                                // again: only then is the window walked, so
+                                // a rush (every payee new, each paid once)
+                                // costs one comparison an outflow.
+                                let since = t.minus(p.window);
+                                let repeat = first_paid != 0 && first_paid >= paid_at(since);
+                                if repeat {
+                                    concentration(w, &self.state, c, since, i, s.to)
+                                } else {
+                                    None
+                                }
                             }),
                             _ => None,
                         };
