@@ -1714,7 +1714,15 @@ impl Engine {
                         pending(t, rule, scope(), &sub, summary, figures).authorised(matched),
                     );
                 }
-                RuleKind::Tripwire if first_time && self.state.is_tripwire(from) => {
+                // Only a real movement of what the decoy holds: a
+                // zero-value transferFrom or a stranger's token naming it
+                // must not halt the exchange.
+                RuleKind::Tripwire
+                    if first_time
+                        && self.state.is_tripwire(from)
+                        && !s.amount.is_zero()
+                        && self.state.holds_known(from, s.asset) =>
+                {
                     let summary = format!(
                         "tripwire {} moved {} {} ({}) to {}: its key is in an attacker's hands, and the keys kept beside it with it",
                         tr.from,
@@ -1919,7 +1927,11 @@ impl Engine {
         let Some(owner) = owner.filter(|&w| self.state.is_watched(w)) else {
             return;
         };
-        let tripwire = self.state.is_tripwire(owner);
+        let tripwire = self.state.is_tripwire(owner)
+            && self
+                .state
+                .asset_lookup(&a.asset)
+                .is_some_and(|asset| self.state.holds_known(owner, asset));
         let subject = Subject {
             chain: a.chain.clone(),
             wallet: a.owner.clone(),

@@ -808,6 +808,18 @@ impl State {
             .is_some_and(|w| w.role.is_watched())
     }
 
+    /// Whether `asset` is one the exchange knows a balance of, in wallet
+    /// `w` or in the hot wallets of its chain: the native coin and the
+    /// configured tokens, never a contract a stranger deployed to emit a
+    /// `Transfer` or `Approval` naming the wallet.
+    pub(crate) fn holds_known(&self, w: WalletIdx, asset: AssetId) -> bool {
+        self.balances.contains_key(&(w, asset))
+            || self
+                .wallets
+                .get(w as usize)
+                .is_some_and(|x| self.chain_balances.contains_key(&(x.chain, asset)))
+    }
+
     pub(crate) fn is_tripwire(&self, w: WalletIdx) -> bool {
         self.wallets
             .get(w as usize)

@@ -40,9 +40,50 @@ fn any_outflow_from_a_tripwire_freezes_everything_at_once() {
 }
 
 #[test]
-fn an_approval_signed_by_a_tripwire_freezes_everything() {
+fn what_a_stranger_can_forge_never_trips_the_tripwire() {
     let mut d = exchange(TRIPWIRE);
     d.wallet("ethereum", DECOY, WalletRole::Tripwire, &[("ETH", "30")]);
+    // A zero-value transfer "from" the decoy (transferFrom(decoy, x, 0)
+    // succeeds on any token).
+    d.at(1).eth("0x01", Stage::Pending, DECOY, THIEF, "0");
+    // A token no wallet of the exchange holds: a contract a stranger
+    // deployed, emitting Transfer and Approval logs that name the decoy.
+    let fake = "0x00000000000000000000000000000000000000fa";
+    d.at(2).transfer(
+        "ethereum",
+        "0x02",
+        0,
+        Stage::Pending,
+        DECOY,
+        THIEF,
+        fake,
+        "1000",
+    );
+    d.send(drainguard_model::EventKind::Approval(
+        drainguard_model::Approval {
+            chain: drainguard_model::Chain::new("ethereum"),
+            tx_hash: drainguard_model::TxHash::new("0x03"),
+            owner: drainguard_model::Address::new(DECOY),
+            spender: drainguard_model::Address::new(THIEF),
+            asset: drainguard_model::Asset::new(fake),
+            amount: drainguard_model::Amount::MAX,
+            standard: drainguard_model::ApprovalStandard::Erc20,
+        },
+    ));
+    assert!(d.findings().is_empty(), "{:?}", d.findings());
+    assert!(d.freezes().is_empty());
+}
+
+#[test]
+fn an_approval_signed_by_a_tripwire_freezes_everything() {
+    let mut d = exchange(TRIPWIRE);
+    // USDT is a configured token: the watcher reads the decoy's balance.
+    d.wallet(
+        "ethereum",
+        DECOY,
+        WalletRole::Tripwire,
+        &[("ETH", "30"), ("USDT", "1000")],
+    );
     d.at(1).approval("ethereum", "0x09", HOT, THIEF);
     assert!(d.findings().is_empty(), "a hot wallet's approval is not");
     d.at(2).approval("ethereum", "0x0a", DECOY, THIEF);
