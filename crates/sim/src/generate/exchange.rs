@@ -440,14 +440,7 @@ impl<'a> Exchange<'a> {
             return;
         }
         let amount = q * unit;
-        let holdings: u128 = self
-            .topo
-            .wallets
-            .iter()
-            .filter(|x| x.def.chain == c && x.def.role != WalletRole::Tripwire)
-            .map(|x| x.start[a])
-            .sum();
-        if amount > holdings / MAX_ACCOUNT_DIV {
+        if amount > self.topo.chains[c].holdings[a] / MAX_ACCOUNT_DIV {
             return;
         }
         let regular = if whale {

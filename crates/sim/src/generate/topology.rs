@@ -433,6 +433,9 @@ pub(crate) struct ChainRt {
     pub(crate) hot: Vec<usize>,
     /// Its cold wallet.
     pub(crate) cold: usize,
+    /// What the exchange holds of each asset on the chain at the start
+    /// (hot and cold wallets), in base units.
+    pub(crate) holdings: Vec<u128>,
 }
 
 /// A wallet with its address.
@@ -523,6 +526,14 @@ impl Topology {
                         .collect(),
                     hot: of_chain(WalletRole::Hot).collect(),
                     cold: of_chain(WalletRole::Cold).next().unwrap_or(0),
+                    holdings: (0..def.assets.len())
+                        .map(|a| {
+                            of_chain(WalletRole::Hot)
+                                .chain(of_chain(WalletRole::Cold))
+                                .map(|w| u128::from(WALLETS[w].balances[a]) * WHOLE)
+                                .sum()
+                        })
+                        .collect(),
                 }
             })
             .collect();
